@@ -1,0 +1,279 @@
+//! The `sluice` command.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures_util::StreamExt;
+use sluice::{ApiKey, ChatRequest, Client, Error, Message, RetryPolicy};
+use sluice_core::Backoff;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Resilient calls to LLM APIs: retries, backoff, deadlines and streams that never skip the policy"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax); the RUST_LOG variable also works.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one chat request through the full retry policy and print the answer.
+    Chat(ChatArgs),
+    /// Run the fault-injecting mock provider (OpenAI-compatible) until interrupted.
+    Mock(MockArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChatArgs {
+    /// Base URL of any OpenAI-compatible API, up to the version (`https://api.openai.com/v1`).
+    #[arg(long, env = "SLUICE_BASE_URL")]
+    base_url: String,
+    /// Model name sent upstream.
+    #[arg(long, short)]
+    model: String,
+    /// Stream the answer to stdout as it arrives.
+    #[arg(long)]
+    stream: bool,
+    /// Environment variable holding the API key (never printed).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// System message sent before the prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Output token limit (`max_tokens`).
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Seed for the backoff jitter (reproducible delays).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The prompt; `-` or absent reads it from stdin.
+    prompt: Option<String>,
+}
+
+/// Retry policy flags; defaults are the library's.
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// Retries after the first attempt.
+    #[arg(long, default_value_t = RetryPolicy::DEFAULT_MAX_RETRIES)]
+    max_retries: u32,
+    /// First backoff ceiling; doubles per retry (full jitter).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    base_delay: Duration,
+    /// Largest backoff ceiling.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    max_delay: Duration,
+    /// A server retry hint longer than this ends the retries at once.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    max_retry_after: Duration,
+    /// Total time for the call, across every attempt and sleep.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    deadline: Duration,
+    /// Connect timeout per attempt.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    connect_timeout: Duration,
+    /// Streaming: time allowed until the first content event.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    first_token_timeout: Duration,
+    /// Longest gap between stream events.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    idle_timeout: Duration,
+}
+
+impl PolicyArgs {
+    fn to_policy(&self) -> Result<RetryPolicy, String> {
+        let policy = RetryPolicy {
+            max_retries: self.max_retries,
+            backoff: Backoff::try_new(self.base_delay, self.max_delay)
+                .map_err(|e| e.to_string())?,
+            max_retry_after: self.max_retry_after,
+            deadline: self.deadline,
+            connect_timeout: self.connect_timeout,
+            first_token_timeout: self.first_token_timeout,
+            idle_timeout: self.idle_timeout,
+        };
+        policy.validate().map_err(|e| e.to_string())?;
+        Ok(policy)
+    }
+}
+
+#[derive(Debug, Args)]
+struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    config: sluice_mock::MockConfig,
+}
+
+/// Exit codes: 0 success, 1 the call failed (classified error on stderr), 2 bad usage or
+/// configuration, 3 a stream broke after content started.
+const EXIT_CALL_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_STREAM_INTERRUPTED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Chat(args) => chat(args).await,
+            Command::Mock(args) => mock(args).await,
+        }
+    })
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn chat(args: ChatArgs) -> ExitCode {
+    let policy = match args.policy.to_policy() {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
+    };
+    let prompt = match args.prompt.as_deref() {
+        Some(p) if p != "-" => p.to_owned(),
+        _ => {
+            let mut s = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                return usage_error(&format!("cannot read the prompt from stdin: {e}"));
+            }
+            s
+        }
+    };
+    let mut builder = Client::builder()
+        .openai(
+            "upstream",
+            &args.base_url,
+            ApiKey::from_env(&args.api_key_env),
+        )
+        .policy(policy);
+    if let Some(seed) = args.seed {
+        builder = builder.seed(seed);
+    }
+    let client = match builder.build() {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let mut req = ChatRequest::user(&args.model, prompt);
+    if let Some(system) = args.system {
+        req.messages.insert(0, Message::text("system", system));
+    }
+    req.max_tokens = args.max_tokens;
+
+    let mut stdout = std::io::stdout().lock();
+    if args.stream {
+        let mut stream = match client.chat_stream(req).await {
+            Ok(s) => s,
+            Err(e) => return call_error(&e),
+        };
+        tracing::info!(upstream = %stream.target(), attempts = stream.attempts(), "stream committed");
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    if let Some(text) = chunk.text() {
+                        let _ = stdout.write_all(text.as_bytes());
+                        let _ = stdout.flush();
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(stdout);
+                    return call_error(&Error::from(e));
+                }
+            }
+        }
+        let _ = writeln!(stdout);
+    } else {
+        match client.chat(req).await {
+            Ok(response) => {
+                let _ = writeln!(stdout, "{}", response.text());
+            }
+            Err(e) => return call_error(&e),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn call_error(err: &Error) -> ExitCode {
+    let class = err
+        .class()
+        .map_or_else(|| "request".to_owned(), |c| c.to_string());
+    tracing::error!(class = %class, "call failed: {err}");
+    if let Some(failure) = err.as_call_failure() {
+        for a in &failure.attempts {
+            tracing::info!("  {a}: {}", a.message);
+        }
+    }
+    match err {
+        Error::StreamInterrupted(_) => ExitCode::from(EXIT_STREAM_INTERRUPTED),
+        Error::UnknownModel { .. } | Error::InvalidRequest(_) => ExitCode::from(EXIT_USAGE),
+        Error::Call(_) => ExitCode::from(EXIT_CALL_FAILED),
+    }
+}
+
+async fn mock(args: MockArgs) -> ExitCode {
+    if let Err(e) = args.config.validate() {
+        return usage_error(&e);
+    }
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => return usage_error(&format!("cannot listen on {}: {e}", args.listen)),
+    };
+    let server = match sluice_mock::MockServer::start_on(listener, args.config).await {
+        Ok(s) => s,
+        Err(e) => return usage_error(&format!("cannot start the mock: {e}")),
+    };
+    tracing::info!(
+        "sluice mock listening on {} (stats: http://{}/stats)",
+        server.base_url(),
+        server.addr()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}

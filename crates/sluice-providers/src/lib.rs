@@ -1,0 +1,28 @@
+//! Provider wire formats and adapters for Sluice.
+//!
+//! - [`ChatRequest`], [`ChatResponse`] and [`ChatChunk`] are the canonical request/response types:
+//!   OpenAI Chat Completions, with every unknown field kept in an `extra` map so tools,
+//!   `response_format`, `logprobs` and future fields pass through untouched.
+//! - [`Adapter`] is what a provider implements: build the HTTP request, parse a response, parse
+//!   an error body into an [`UpstreamError`] (classified with `sluice_core::classify`), and
+//!   create a [`StreamDecoder`] that turns SSE events into canonical [`StreamEvent`]s.
+//!   [`OpenAiAdapter`] is the OpenAI implementation. Adding a provider adds one adapter file and
+//!   touches nothing in the retry, limiter or breaker code.
+//! - [`Endpoint`] is one configured provider: name, base URL, [`ApiKey`] and adapter.
+//! - [`build_http_client`] makes the one pooled HTTP client (reqwest + rustls) every call shares.
+
+mod adapter;
+mod error;
+mod http_client;
+mod openai;
+mod secret;
+mod wire;
+
+pub use adapter::{Adapter, Endpoint, StreamDecoder, StreamEvent};
+pub use error::{UpstreamError, transport_error};
+pub use http_client::{HttpClientError, build_http_client};
+pub use openai::OpenAiAdapter;
+pub use secret::ApiKey;
+pub use wire::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, StreamOptions, Usage,
+};

@@ -1,0 +1,397 @@
+//! [`Client`]: the library entry point, and how a request's model resolves to a chain of
+//! [`Target`]s.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sluice_core::{NoopObserver, Observer, PolicyError, RandomSource, RetryPolicy, SplitMix64};
+use sluice_providers::{
+    ApiKey, ChatRequest, ChatResponse, Endpoint, HttpClientError, OpenAiAdapter, build_http_client,
+};
+
+use crate::executor::{self, Answer, Mode};
+use crate::{ChatStream, Error};
+
+/// One place a request can go: a provider endpoint and the model name it is sent with.
+#[derive(Debug, Clone)]
+pub struct Target {
+    endpoint: Arc<Endpoint>,
+    model: String,
+    name: Arc<str>,
+}
+
+impl Target {
+    /// `model` on `endpoint`.
+    pub fn new(endpoint: Arc<Endpoint>, model: impl Into<String>) -> Self {
+        let model = model.into();
+        let name = Arc::from(format!("{}/{}", endpoint.name, model));
+        Self {
+            endpoint,
+            model,
+            name,
+        }
+    }
+
+    /// `provider/model`, the name used in logs, metrics and errors.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The model name sent upstream.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The provider endpoint.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+}
+
+/// A named model: the chain of targets tried in order, and the policy they run under.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Targets in fallback order; never empty.
+    pub targets: Vec<Target>,
+    /// Retry, timeout and deadline policy for calls on this route.
+    pub policy: Arc<RetryPolicy>,
+    /// Whether a `content_policy` failure moves on to the next target.
+    pub fallback_on_content_policy: bool,
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A policy value cannot work.
+    #[error("invalid policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// A route names a provider that was not added.
+    #[error("route {route:?}: target {target:?} names no known provider (known: {known})")]
+    UnknownProvider {
+        /// Route name.
+        route: String,
+        /// The bad target.
+        target: String,
+        /// Providers that exist.
+        known: String,
+    },
+    /// A route has no targets, or a target is not `provider/model`.
+    #[error("route {route:?}: {message}")]
+    BadRoute {
+        /// Route name.
+        route: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two providers share a name.
+    #[error("provider {0:?} is defined twice")]
+    DuplicateProvider(String),
+    /// The HTTP client failed to build.
+    #[error(transparent)]
+    Http(#[from] HttpClientError),
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    endpoints: Vec<Endpoint>,
+    default_endpoint: Option<String>,
+    routes: Vec<(String, Vec<String>, Option<RetryPolicy>, bool)>,
+    policy: RetryPolicy,
+    rng: Option<Box<dyn RandomSource>>,
+    observer: Arc<dyn Observer>,
+    http: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("default_endpoint", &self.default_endpoint)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    fn new() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            default_endpoint: None,
+            routes: Vec::new(),
+            policy: RetryPolicy::default(),
+            rng: None,
+            observer: Arc::new(NoopObserver),
+            http: None,
+        }
+    }
+
+    /// Adds a provider endpoint. The first one added serves models that match no route and
+    /// no `provider/` prefix, unless [`ClientBuilder::default_endpoint`] says otherwise.
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Adds an OpenAI-compatible endpoint named `name` at `base_url` (`.../v1`).
+    pub fn openai(self, name: &str, base_url: impl Into<String>, api_key: Option<ApiKey>) -> Self {
+        self.endpoint(Endpoint {
+            name: Arc::from(name),
+            base_url: base_url.into(),
+            api_key,
+            headers: http::HeaderMap::new(),
+            adapter: Arc::new(OpenAiAdapter),
+        })
+    }
+
+    /// Which endpoint serves unrouted, unprefixed models; `None` means such models are
+    /// rejected as unknown.
+    pub fn default_endpoint(mut self, name: Option<&str>) -> Self {
+        self.default_endpoint = name.map(str::to_owned);
+        self
+    }
+
+    /// Routes model name `name` to `targets` (`provider/model`, in fallback order).
+    pub fn route(mut self, name: &str, targets: &[&str]) -> Self {
+        self.routes.push((
+            name.to_owned(),
+            targets.iter().map(|t| (*t).to_owned()).collect(),
+            None,
+            false,
+        ));
+        self
+    }
+
+    /// Like [`ClientBuilder::route`], with its own policy and content-policy fallback flag.
+    pub fn route_with_policy(
+        mut self,
+        name: &str,
+        targets: &[&str],
+        policy: RetryPolicy,
+        fallback_on_content_policy: bool,
+    ) -> Self {
+        self.routes.push((
+            name.to_owned(),
+            targets.iter().map(|t| (*t).to_owned()).collect(),
+            Some(policy),
+            fallback_on_content_policy,
+        ));
+        self
+    }
+
+    /// The policy for calls that match no route with its own.
+    pub fn policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Seeds the backoff jitter, so a run's delays can be reproduced.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(Box::new(SplitMix64::seeded(seed)));
+        self
+    }
+
+    /// Uses `rng` for backoff jitter.
+    pub fn rng(mut self, rng: Box<dyn RandomSource>) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Reports every attempt, retry, fallback and commit to `observer`.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Shares an existing HTTP client (its connection pool) instead of building one.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Validates everything and builds the client.
+    pub fn build(self) -> Result<Client, BuildError> {
+        self.policy.validate()?;
+        let mut endpoints: HashMap<Arc<str>, Arc<Endpoint>> = HashMap::new();
+        let mut order = Vec::new();
+        for e in self.endpoints {
+            let name = e.name.clone();
+            if endpoints.insert(name.clone(), Arc::new(e)).is_some() {
+                return Err(BuildError::DuplicateProvider(name.to_string()));
+            }
+            order.push(name);
+        }
+        let default_endpoint = match &self.default_endpoint {
+            Some(name) => Some(endpoints.get(name.as_str()).cloned().ok_or_else(|| {
+                BuildError::UnknownProvider {
+                    route: "(default)".into(),
+                    target: name.clone(),
+                    known: order.join(", "),
+                }
+            })?),
+            None => order.first().and_then(|n| endpoints.get(n).cloned()),
+        };
+        let default_policy = Arc::new(self.policy);
+        let mut routes = HashMap::new();
+        for (name, targets, policy, fallback_on_content_policy) in self.routes {
+            if targets.is_empty() {
+                return Err(BuildError::BadRoute {
+                    route: name,
+                    message: "has no targets".into(),
+                });
+            }
+            let mut resolved = Vec::new();
+            for t in targets {
+                let Some((provider, model)) = t.split_once('/') else {
+                    return Err(BuildError::BadRoute {
+                        route: name,
+                        message: format!("target {t:?} is not provider/model"),
+                    });
+                };
+                let endpoint =
+                    endpoints
+                        .get(provider)
+                        .ok_or_else(|| BuildError::UnknownProvider {
+                            route: name.clone(),
+                            target: t.clone(),
+                            known: order.join(", "),
+                        })?;
+                resolved.push(Target::new(endpoint.clone(), model));
+            }
+            let policy = match policy {
+                Some(p) => {
+                    p.validate()?;
+                    Arc::new(p)
+                }
+                None => default_policy.clone(),
+            };
+            routes.insert(
+                name,
+                Route {
+                    targets: resolved,
+                    policy,
+                    fallback_on_content_policy,
+                },
+            );
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => build_http_client(default_policy.connect_timeout)?,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                endpoints,
+                default_endpoint,
+                routes,
+                default_policy,
+                rng: Mutex::new(
+                    self.rng
+                        .unwrap_or_else(|| Box::new(SplitMix64::from_entropy())),
+                ),
+                observer: self.observer,
+            }),
+        })
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    endpoints: HashMap<Arc<str>, Arc<Endpoint>>,
+    default_endpoint: Option<Arc<Endpoint>>,
+    routes: HashMap<String, Route>,
+    default_policy: Arc<RetryPolicy>,
+    pub(crate) rng: Mutex<Box<dyn RandomSource>>,
+    pub(crate) observer: Arc<dyn Observer>,
+}
+
+/// A resilient LLM client. Cheap to clone; clones share the connection pool and jitter source.
+///
+/// `chat` and `chat_stream` run through the same executor: the same route resolution, attempt
+/// loop, classification, backoff and deadline. They differ only in when the response is
+/// committed (see the crate docs).
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "endpoints",
+                &self.inner.endpoints.keys().collect::<Vec<_>>(),
+            )
+            .field("routes", &self.inner.routes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Sends a non-streaming request (whatever `req.stream` says) and returns the whole answer.
+    pub async fn chat(&self, req: ChatRequest) -> Result<ChatResponse, Error> {
+        match executor::execute(self, req, Mode::Collect).await? {
+            Answer::Response(response, _) => Ok(*response),
+            Answer::Stream(_) => unreachable!("collect mode never yields a stream"),
+        }
+    }
+
+    /// Sends a streaming request. Returns once the stream is committed (its first content
+    /// event arrived); every failure before that was retried or fell back like a
+    /// non-streaming failure.
+    pub async fn chat_stream(&self, req: ChatRequest) -> Result<ChatStream, Error> {
+        match executor::execute(self, req, Mode::Stream).await? {
+            Answer::Stream(stream) => Ok(stream),
+            Answer::Response(..) => unreachable!("stream mode never yields a whole response"),
+        }
+    }
+
+    /// Streams when `req.stream` is true, else collects; also reports which target answered
+    /// and after how many attempts. This is what the gateway calls.
+    pub async fn execute(&self, req: ChatRequest) -> Result<Answer, Error> {
+        let mode = if req.is_stream() {
+            Mode::Stream
+        } else {
+            Mode::Collect
+        };
+        executor::execute(self, req, mode).await
+    }
+
+    /// Resolves a model name to its route: a configured route, else `provider/model`, else the
+    /// default endpoint with the model as-is.
+    pub fn resolve(&self, model: &str) -> Result<Route, Error> {
+        let inner = &self.inner;
+        if let Some(route) = inner.routes.get(model) {
+            return Ok(route.clone());
+        }
+        let direct = |endpoint: &Arc<Endpoint>, model: &str| Route {
+            targets: vec![Target::new(endpoint.clone(), model)],
+            policy: inner.default_policy.clone(),
+            fallback_on_content_policy: false,
+        };
+        if let Some((provider, rest)) = model.split_once('/') {
+            if let Some(endpoint) = inner.endpoints.get(provider) {
+                if !rest.is_empty() {
+                    return Ok(direct(endpoint, rest));
+                }
+            }
+        }
+        match &inner.default_endpoint {
+            Some(endpoint) if !model.is_empty() => Ok(direct(endpoint, model)),
+            _ => Err(Error::UnknownModel {
+                model: model.to_owned(),
+            }),
+        }
+    }
+
+    /// The names of configured routes.
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.routes.keys().map(String::as_str)
+    }
+}

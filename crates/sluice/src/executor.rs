@@ -1,0 +1,455 @@
+//! The one executor. Streaming and non-streaming calls both run [`execute`]: route resolution,
+//! the chain of targets, the attempt loop, classification, backoff, server hints and the
+//! deadline are shared. The only difference is the commit point, decided in [`attempt`]:
+//!
+//! - non-streaming: committed when the whole body has arrived and parsed;
+//! - streaming: committed when the first content-bearing event (text, tool-call or refusal
+//!   delta) arrives, or the stream ends cleanly without content. Preamble events (the role-only
+//!   first chunk) are held back until then.
+//!
+//! Any failure before the commit point — an error status, a reset, an in-band error event, a
+//! malformed frame, an empty stream, a first-token timeout — becomes an [`UpstreamError`] and
+//! goes through [`RetryPolicy::decide`] exactly like any other. After commit, failures end the
+//! stream with a `StreamInterrupted` item (see `stream.rs`) and are never retried: the caller
+//! has already seen those tokens, and a replay would duplicate them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sluice_core::{
+    CallEvent, Deadline, ErrorClass, FallbackRule, GiveUpReason, RetryDecision, RetryPolicy,
+};
+use sluice_providers::{ChatRequest, ChatResponse, StreamEvent, UpstreamError, transport_error};
+use tokio::time::Instant;
+
+use crate::client::{Client, Route, Target};
+use crate::error::{AttemptRecord, CallFailure, Error};
+use crate::stream::{ChatStream, Committed, EventReader, ReadError};
+
+/// Whether the caller wants the whole answer or a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Collect,
+    Stream,
+}
+
+/// Which target answered, after how many attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    /// `provider/model` that answered.
+    pub target: Arc<str>,
+    /// Attempts made across the whole call, the successful one included.
+    pub attempts: u32,
+}
+
+/// A committed answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// The whole response of a non-streaming call.
+    Response(Box<ChatResponse>, CallInfo),
+    /// A committed stream.
+    Stream(ChatStream),
+}
+
+/// Error bodies larger than this are cut while reading: the message is all we need.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// A non-streamed response larger than this is refused (a broken upstream must not exhaust
+/// memory).
+const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+
+pub(crate) async fn execute(
+    client: &Client,
+    mut req: ChatRequest,
+    mode: Mode,
+) -> Result<Answer, Error> {
+    let start = Instant::now();
+    if req.messages.is_empty() {
+        return Err(Error::InvalidRequest("`messages` must not be empty".into()));
+    }
+    let route = client.resolve(&req.model)?;
+    let deadline = Deadline::new(start, route.policy.deadline);
+    let forward_usage = mode == Mode::Stream && req.wants_stream_usage();
+    // The caller's streaming flags are the executor's business from here on; each adapter
+    // sets its own upstream flags from `mode`.
+    req.stream = None;
+    if mode == Mode::Collect {
+        req.stream_options = None;
+    }
+    let call = Call {
+        client,
+        route: &route,
+        mode,
+        deadline,
+        forward_usage,
+    };
+    call.run(req).await
+}
+
+struct Call<'a> {
+    client: &'a Client,
+    route: &'a Route,
+    mode: Mode,
+    deadline: Deadline,
+    forward_usage: bool,
+}
+
+/// Why a target was given up on.
+struct TargetFailure {
+    last: UpstreamError,
+    reason: GiveUpReason,
+}
+
+impl Call<'_> {
+    async fn run(&self, req: ChatRequest) -> Result<Answer, Error> {
+        let mut records = Vec::new();
+        let mut failure: Option<TargetFailure> = None;
+        let mut tried = 0;
+        for (i, target) in self.route.targets.iter().enumerate() {
+            if let Some(previous) = &failure {
+                if !self.may_fall_back(previous.last.class)
+                    || self.deadline.is_expired(Instant::now())
+                {
+                    break;
+                }
+                let from = self.route.targets[i - 1].name().clone();
+                tracing::warn!(from = %from, to = %target.name(), "falling back to the next target");
+                self.observe(CallEvent::FallbackTaken {
+                    from,
+                    to: target.name().clone(),
+                });
+            }
+            tried += 1;
+            match self.run_target(target, &req, &mut records).await {
+                Ok(answer) => return Ok(answer),
+                Err(f) => failure = Some(f),
+            }
+        }
+        let failure = failure.expect("a route has at least one target");
+        Err(Error::Call(Box::new(CallFailure {
+            class: failure.last.class,
+            reason: failure.reason,
+            attempts: records,
+            last: failure.last,
+            targets_tried: tried,
+        })))
+    }
+
+    fn may_fall_back(&self, class: ErrorClass) -> bool {
+        match class.disposition().fallback {
+            FallbackRule::Always => true,
+            FallbackRule::Never => false,
+            // Context windows are not known yet; without them no target is known to be larger.
+            FallbackRule::LargerWindowOnly => false,
+            FallbackRule::IfConfigured => self.route.fallback_on_content_policy,
+        }
+    }
+
+    /// The attempt loop on one target: attempt, classify, decide, sleep, repeat.
+    async fn run_target(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        records: &mut Vec<AttemptRecord>,
+    ) -> Result<Answer, TargetFailure> {
+        let policy: &RetryPolicy = &self.route.policy;
+        let max_attempts = policy.max_retries + 1;
+        let mut upstream_req = req.clone();
+        upstream_req.model = target.model().to_owned();
+        let mut retries = 0u32;
+        loop {
+            let attempt_no = retries + 1;
+            self.observe(CallEvent::AttemptStarted {
+                target: target.name().clone(),
+                attempt: attempt_no,
+            });
+            let total_attempts = records.len() as u32 + 1;
+            let err = match self.attempt(target, &upstream_req, total_attempts).await {
+                Ok(answer) => return Ok(answer),
+                Err(err) => err,
+            };
+            self.observe(CallEvent::AttemptFailed {
+                target: target.name().clone(),
+                attempt: attempt_no,
+                class: err.class,
+                status: err.status,
+            });
+            let remaining = self.deadline.remaining(Instant::now());
+            let decision = {
+                let mut rng = self.client.inner.rng.lock();
+                policy.decide(err.class, retries, &err.hints, remaining, rng.as_mut())
+            };
+            let status = err
+                .status
+                .map_or_else(|| "no HTTP status".to_owned(), |s| s.to_string());
+            match decision {
+                RetryDecision::Retry { delay } => {
+                    tracing::warn!(
+                        upstream = %target.name(),
+                        attempt = attempt_no,
+                        class = %err.class,
+                        status = err.status,
+                        delay_ms = delay.as_millis() as u64,
+                        "attempt {attempt_no}/{max_attempts} failed: {} ({status}); retrying in {:.2}s: {}",
+                        err.class,
+                        delay.as_secs_f64(),
+                        short(&err.message),
+                    );
+                    records.push(record(target, attempt_no, &err, Some(delay)));
+                    self.observe(CallEvent::RetryScheduled {
+                        target: target.name().clone(),
+                        next_attempt: attempt_no + 1,
+                        delay,
+                    });
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
+                }
+                RetryDecision::GiveUp(reason) => {
+                    tracing::error!(
+                        upstream = %target.name(),
+                        attempt = attempt_no,
+                        class = %err.class,
+                        status = err.status,
+                        reason = reason.metric_label(),
+                        "attempt {attempt_no}/{max_attempts} failed: {} ({status}); giving up on this target: {reason}: {}",
+                        err.class,
+                        short(&err.message),
+                    );
+                    records.push(record(target, attempt_no, &err, None));
+                    self.observe(CallEvent::TargetGaveUp {
+                        target: target.name().clone(),
+                        class: err.class,
+                        reason,
+                    });
+                    return Err(TargetFailure { last: err, reason });
+                }
+            }
+        }
+    }
+
+    /// One attempt, read up to its commit point.
+    async fn attempt(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        total_attempts: u32,
+    ) -> Result<Answer, UpstreamError> {
+        let policy = &self.route.policy;
+        let endpoint = target.endpoint();
+        let stream = self.mode == Mode::Stream;
+        let started = Instant::now();
+        if self.deadline.is_expired(started) {
+            return Err(UpstreamError::new(
+                ErrorClass::Timeout,
+                "the call's deadline expired",
+            ));
+        }
+        // Streams must show content within first_token_timeout. A non-streamed answer arrives
+        // only when generation is done (minutes for long or reasoning outputs), so its wait is
+        // bounded by the call's deadline alone rather than timed out and paid for twice.
+        let until = if stream {
+            self.deadline.cap(started, policy.first_token_timeout)
+        } else {
+            self.deadline.at()
+        };
+        let timed_out = |what: &str| {
+            if self.deadline.is_expired(Instant::now()) {
+                UpstreamError::new(
+                    ErrorClass::Timeout,
+                    format!("the call's deadline expired while {what}"),
+                )
+            } else {
+                UpstreamError::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "no content within first_token_timeout ({:.3}s) while {what}",
+                        policy.first_token_timeout.as_secs_f64()
+                    ),
+                )
+            }
+        };
+
+        let mut builder = endpoint
+            .adapter
+            .build(&self.client.inner.http, endpoint, req, stream)?;
+        if !endpoint.headers.is_empty() {
+            builder = builder.headers(endpoint.headers.clone());
+        }
+        let response = match tokio::time::timeout_at(until, builder.send()).await {
+            Err(_) => return Err(timed_out("waiting for the response head")),
+            Ok(Err(e)) => return Err(transport_error(e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let body = read_body(
+                response,
+                MAX_ERROR_BODY,
+                self.idle_until(policy.idle_timeout),
+                true,
+            )
+            .await
+            .unwrap_or_default();
+            return Err(endpoint.adapter.parse_error(
+                status.as_u16(),
+                &headers,
+                &body,
+                SystemTime::now(),
+            ));
+        }
+
+        match self.mode {
+            Mode::Collect => {
+                let body = read_body(
+                    response,
+                    MAX_RESPONSE_BODY,
+                    self.idle_until(policy.idle_timeout),
+                    false,
+                )
+                .await
+                .map_err(|e| match e {
+                    BodyError::TimedOut => UpstreamError::new(
+                        ErrorClass::Timeout,
+                        format!(
+                            "response body stalled for idle_timeout ({:.3}s)",
+                            policy.idle_timeout.as_secs_f64()
+                        ),
+                    ),
+                    BodyError::TooLarge => UpstreamError::new(
+                        ErrorClass::Transport,
+                        format!("response body larger than {MAX_RESPONSE_BODY} bytes"),
+                    ),
+                    BodyError::Transport(e) => transport_error(e),
+                })?;
+                let parsed = endpoint.adapter.parse_response(&body)?;
+                self.committed(target, total_attempts);
+                Ok(Answer::Response(
+                    Box::new(parsed),
+                    CallInfo {
+                        target: target.name().clone(),
+                        attempts: total_attempts,
+                    },
+                ))
+            }
+            Mode::Stream => {
+                let mut reader = EventReader::new(response, endpoint.adapter.stream_decoder());
+                let mut held = VecDeque::new();
+                let finished = loop {
+                    match reader.next(until).await {
+                        Ok(Some(StreamEvent::Chunk(chunk))) => {
+                            let content = chunk.has_content();
+                            held.push_back(chunk);
+                            if content {
+                                break false;
+                            }
+                        }
+                        // A clean end with no content is a complete (empty) answer.
+                        Ok(Some(StreamEvent::Done)) => break true,
+                        Ok(Some(StreamEvent::Error(e))) => return Err(e),
+                        Ok(None) => {
+                            return Err(UpstreamError::new(
+                                ErrorClass::Transport,
+                                "the stream ended before any content and without an end marker",
+                            ));
+                        }
+                        Err(ReadError::TimedOut) => {
+                            return Err(timed_out("waiting for the first content event"));
+                        }
+                        Err(ReadError::Body(e)) => return Err(transport_error(e)),
+                        Err(ReadError::Malformed(e)) => return Err(e),
+                    }
+                };
+                self.committed(target, total_attempts);
+                Ok(Answer::Stream(ChatStream::start(Committed {
+                    reader,
+                    held,
+                    finished,
+                    target: target.name().clone(),
+                    attempts: total_attempts,
+                    idle_timeout: policy.idle_timeout,
+                    deadline: self.deadline,
+                    forward_usage: self.forward_usage,
+                    observer: self.client.inner.observer.clone(),
+                })))
+            }
+        }
+    }
+
+    fn idle_until(&self, idle: Duration) -> impl Fn() -> Instant + '_ {
+        move || self.deadline.cap(Instant::now(), idle)
+    }
+
+    fn committed(&self, target: &Target, attempts: u32) {
+        let elapsed = self.deadline.elapsed(Instant::now());
+        tracing::debug!(upstream = %target.name(), attempts, elapsed_ms = elapsed.as_millis() as u64, "committed");
+        self.observe(CallEvent::Committed {
+            target: target.name().clone(),
+            attempts,
+            streaming: self.mode == Mode::Stream,
+            elapsed,
+        });
+    }
+
+    fn observe(&self, event: CallEvent) {
+        self.client.inner.observer.on_event(&event);
+    }
+}
+
+enum BodyError {
+    TimedOut,
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a whole body, each chunk within the idle timeout. With `truncate`, a body over `max`
+/// is cut instead of refused (error bodies: the start holds the message).
+async fn read_body(
+    mut response: reqwest::Response,
+    max: usize,
+    until: impl Fn() -> Instant,
+    truncate: bool,
+) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout_at(until(), response.chunk()).await {
+            Err(_) => return Err(BodyError::TimedOut),
+            Ok(Err(e)) => return Err(BodyError::Transport(e)),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(bytes))) => {
+                if body.len() + bytes.len() > max {
+                    if truncate {
+                        body.extend_from_slice(&bytes[..max - body.len()]);
+                        return Ok(body);
+                    }
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&bytes);
+            }
+        }
+    }
+}
+
+fn record(
+    target: &Target,
+    attempt: u32,
+    err: &UpstreamError,
+    retry_delay: Option<Duration>,
+) -> AttemptRecord {
+    AttemptRecord {
+        target: target.name().clone(),
+        attempt,
+        class: err.class,
+        status: err.status,
+        message: err.message.clone(),
+        retry_delay,
+    }
+}
+
+/// The first 200 characters of a message, for log lines.
+fn short(message: &str) -> &str {
+    match message.char_indices().nth(200) {
+        Some((i, _)) => &message[..i],
+        None => message,
+    }
+}
