@@ -1,5 +1,9 @@
 //! The `sluice` command.
 
+mod bench;
+mod demo;
+mod loadgen;
+
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use sluice::{ApiKey, ChatRequest, Client, Error, Message, RetryPolicy};
 use sluice_core::Backoff;
+use sluice_gateway::{Config, Gateway, GatewayOptions, ProviderConfig, ProviderKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,9 +24,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Log filter (tracing env-filter syntax); the RUST_LOG variable also works.
-    #[arg(long, global = true, default_value = "info")]
-    log: String,
+    /// Log filter (tracing env-filter syntax, e.g. "info" or "sluice=debug"); RUST_LOG also
+    /// works. Default: "info", and "error" for `demo` (whose table tells the story).
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +44,14 @@ enum Command {
     Chat(ChatArgs),
     /// Run the fault-injecting mock provider (OpenAI-compatible) until interrupted.
     Mock(MockArgs),
+    /// Run the same requests straight to a faulty mock provider and through Sluice, side by side.
+    Demo(demo::DemoArgs),
+    /// Run the OpenAI-compatible gateway (config file, one upstream, or the embedded default).
+    Serve(ServeArgs),
+    /// Validate a config file; prints every problem with its file, line and key.
+    Check(CheckArgs),
+    /// Measure the gateway's added latency, throughput and memory against the mock (JSON out).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +130,36 @@ impl PolicyArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML config file (see examples/sluice.toml).
+    #[arg(long, short, env = "SLUICE_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Proxy every model to this OpenAI-compatible base URL (`https://api.openai.com/v1`) with the
+    /// default policy; with --config, models no entry routes go here.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Environment variable holding the --upstream key (never printed).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    upstream_key_env: String,
+    /// Listen address (overrides the config's server.listen).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Settings of the built-in mock provider of the embedded default (no --config, no --upstream).
+    #[command(
+        flatten,
+        next_help_heading = "Embedded mock provider (without --config and --upstream)"
+    )]
+    mock: sluice_mock::MockConfig,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The config file to validate.
+    #[arg(long, short)]
+    config: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
@@ -132,7 +176,11 @@ const EXIT_STREAM_INTERRUPTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let default_log = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "info",
+    };
+    init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_log));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,6 +195,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Chat(args) => chat(args).await,
             Command::Mock(args) => mock(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Check(args) => check(&args),
         }
     })
 }
@@ -276,4 +328,147 @@ async fn mock(args: MockArgs) -> ExitCode {
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// The config `serve` runs: the file, `--upstream`, or the embedded default.
+fn serve_config(args: &ServeArgs) -> Result<(Config, GatewayOptions, &'static str), String> {
+    let mut options = GatewayOptions::default();
+    let (mut config, origin) = match &args.config {
+        Some(path) => (
+            Config::from_path(path).map_err(|e| e.to_string())?,
+            "config file",
+        ),
+        None if args.upstream.is_some() => (Config::default(), "--upstream"),
+        None => {
+            let mut config = Config::default();
+            config.providers.push(ProviderConfig {
+                name: "mock".into(),
+                kind: ProviderKind::Mock(args.mock.clone()),
+                api_key_env: None,
+                headers: Vec::new(),
+            });
+            if ApiKey::from_env("OPENAI_API_KEY").is_some() {
+                config.providers.push(ProviderConfig {
+                    name: "openai".into(),
+                    kind: ProviderKind::OpenAi {
+                        base_url: "https://api.openai.com/v1".into(),
+                    },
+                    api_key_env: Some("OPENAI_API_KEY".into()),
+                    headers: Vec::new(),
+                });
+            }
+            (config, "embedded default")
+        }
+    };
+    if let Some(upstream) = &args.upstream {
+        config.providers.push(ProviderConfig {
+            name: "upstream".into(),
+            kind: ProviderKind::OpenAi {
+                base_url: upstream.clone(),
+            },
+            api_key_env: Some(args.upstream_key_env.clone()),
+            headers: Vec::new(),
+        });
+        options.default_provider = Some("upstream".into());
+    }
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    Ok((config, options, origin))
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let (config, options, origin) = match serve_config(&args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let listen = config.server.listen;
+    let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+    let gateway = match Gateway::build(config, options).await {
+        Ok(g) => g,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return usage_error(&format!("cannot listen on {listen}: {e}")),
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    let example_model = if origin == "embedded default" {
+        "mock/mock-1"
+    } else if let Some(m) = gateway.config().models.first() {
+        m.name.as_str()
+    } else {
+        "gpt-4o-mini"
+    };
+    let example_model = example_model.to_owned();
+    tracing::info!(providers = ?providers, "sluice gateway ({origin}) listening on http://{addr}/v1");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "Sluice gateway listening on http://{addr}/v1 ({origin}; providers: {})",
+            providers.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "Try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"{example_model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
+        );
+        let _ = out.flush();
+    }
+    match gateway.serve(listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("server failed: {e}");
+            ExitCode::from(EXIT_CALL_FAILED)
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    match Config::from_path(&args.config) {
+        Ok(config) => {
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{}: OK ({} providers, {} models)",
+                args.config.display(),
+                config.providers.len(),
+                config.models.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }

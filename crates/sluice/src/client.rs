@@ -11,7 +11,7 @@ use sluice_providers::{
     ApiKey, ChatRequest, ChatResponse, Endpoint, HttpClientError, OpenAiAdapter, build_http_client,
 };
 
-use crate::executor::{self, Answer, Mode};
+use crate::executor::{self, Answer, CallOptions, Mode};
 use crate::{ChatStream, Error};
 
 /// One place a request can go: a provider endpoint and the model name it is sent with.
@@ -93,10 +93,18 @@ pub enum BuildError {
     Http(#[from] HttpClientError),
 }
 
+/// Which endpoint serves models that match no route and no `provider/` prefix.
+#[derive(Debug, Clone)]
+enum DefaultEndpoint {
+    First,
+    Named(String),
+    Disabled,
+}
+
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     endpoints: Vec<Endpoint>,
-    default_endpoint: Option<String>,
+    default_endpoint: DefaultEndpoint,
     routes: Vec<(String, Vec<String>, Option<RetryPolicy>, bool)>,
     policy: RetryPolicy,
     rng: Option<Box<dyn RandomSource>>,
@@ -118,7 +126,7 @@ impl ClientBuilder {
     fn new() -> Self {
         Self {
             endpoints: Vec::new(),
-            default_endpoint: None,
+            default_endpoint: DefaultEndpoint::First,
             routes: Vec::new(),
             policy: RetryPolicy::default(),
             rng: None,
@@ -148,7 +156,10 @@ impl ClientBuilder {
     /// Which endpoint serves unrouted, unprefixed models; `None` means such models are
     /// rejected as unknown.
     pub fn default_endpoint(mut self, name: Option<&str>) -> Self {
-        self.default_endpoint = name.map(str::to_owned);
+        self.default_endpoint = match name {
+            Some(name) => DefaultEndpoint::Named(name.to_owned()),
+            None => DefaultEndpoint::Disabled,
+        };
         self
     }
 
@@ -223,14 +234,17 @@ impl ClientBuilder {
             order.push(name);
         }
         let default_endpoint = match &self.default_endpoint {
-            Some(name) => Some(endpoints.get(name.as_str()).cloned().ok_or_else(|| {
-                BuildError::UnknownProvider {
-                    route: "(default)".into(),
-                    target: name.clone(),
-                    known: order.join(", "),
-                }
-            })?),
-            None => order.first().and_then(|n| endpoints.get(n).cloned()),
+            DefaultEndpoint::Named(name) => {
+                Some(endpoints.get(name.as_str()).cloned().ok_or_else(|| {
+                    BuildError::UnknownProvider {
+                        route: "(default)".into(),
+                        target: name.clone(),
+                        known: order.join(", "),
+                    }
+                })?)
+            }
+            DefaultEndpoint::First => order.first().and_then(|n| endpoints.get(n).cloned()),
+            DefaultEndpoint::Disabled => None,
         };
         let default_policy = Arc::new(self.policy);
         let mut routes = HashMap::new();
@@ -336,7 +350,7 @@ impl Client {
 
     /// Sends a non-streaming request (whatever `req.stream` says) and returns the whole answer.
     pub async fn chat(&self, req: ChatRequest) -> Result<ChatResponse, Error> {
-        match executor::execute(self, req, Mode::Collect).await? {
+        match executor::execute(self, req, Mode::Collect, &CallOptions::default()).await? {
             Answer::Response(response, _) => Ok(*response),
             Answer::Stream(_) => unreachable!("collect mode never yields a stream"),
         }
@@ -346,7 +360,7 @@ impl Client {
     /// event arrived); every failure before that was retried or fell back like a
     /// non-streaming failure.
     pub async fn chat_stream(&self, req: ChatRequest) -> Result<ChatStream, Error> {
-        match executor::execute(self, req, Mode::Stream).await? {
+        match executor::execute(self, req, Mode::Stream, &CallOptions::default()).await? {
             Answer::Stream(stream) => Ok(stream),
             Answer::Response(..) => unreachable!("stream mode never yields a whole response"),
         }
@@ -354,13 +368,13 @@ impl Client {
 
     /// Streams when `req.stream` is true, else collects; also reports which target answered
     /// and after how many attempts. This is what the gateway calls.
-    pub async fn execute(&self, req: ChatRequest) -> Result<Answer, Error> {
+    pub async fn execute(&self, req: ChatRequest, options: &CallOptions) -> Result<Answer, Error> {
         let mode = if req.is_stream() {
             Mode::Stream
         } else {
             Mode::Collect
         };
-        executor::execute(self, req, mode).await
+        executor::execute(self, req, mode, options).await
     }
 
     /// Resolves a model name to its route: a configured route, else `provider/model`, else the

@@ -58,10 +58,18 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// memory).
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
+/// Per-call settings that are not part of the request body.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Extra headers sent upstream on every attempt of this call (after the endpoint's own).
+    pub headers: http::HeaderMap,
+}
+
 pub(crate) async fn execute(
     client: &Client,
     mut req: ChatRequest,
     mode: Mode,
+    options: &CallOptions,
 ) -> Result<Answer, Error> {
     let start = Instant::now();
     if req.messages.is_empty() {
@@ -82,6 +90,7 @@ pub(crate) async fn execute(
         mode,
         deadline,
         forward_usage,
+        options,
     };
     call.run(req).await
 }
@@ -92,6 +101,7 @@ struct Call<'a> {
     mode: Mode,
     deadline: Deadline,
     forward_usage: bool,
+    options: &'a CallOptions,
 }
 
 /// Why a target was given up on.
@@ -274,6 +284,9 @@ impl Call<'_> {
             .build(&self.client.inner.http, endpoint, req, stream)?;
         if !endpoint.headers.is_empty() {
             builder = builder.headers(endpoint.headers.clone());
+        }
+        if !self.options.headers.is_empty() {
+            builder = builder.headers(self.options.headers.clone());
         }
         let response = match tokio::time::timeout_at(until, builder.send()).await {
             Err(_) => return Err(timed_out("waiting for the response head")),

@@ -32,7 +32,7 @@ mod stream;
 
 pub use client::{BuildError, Client, ClientBuilder, Route, Target};
 pub use error::{AttemptRecord, CallFailure, Error, Interruption, StreamInterrupted};
-pub use executor::{Answer, CallInfo};
+pub use executor::{Answer, CallInfo, CallOptions};
 pub use sluice_core::{
     CallEvent, ErrorClass, NoopObserver, Observer, RandomSource, RetryPolicy, SplitMix64,
 };

@@ -1,0 +1,390 @@
+//! The HTTP surface: routes, request parsing, auth, and the commit-point rule on the wire.
+//!
+//! Nothing is written to the client before the executor commits — not even the status line —
+//! so a failure before commit still becomes a proper JSON error with its own status, and the
+//! retries and fallbacks before it are invisible. After commit each upstream event is written as
+//! soon as it arrives; a failure ends the SSE stream with `data: {"error": ...}` and no
+//! `[DONE]`, so no OpenAI client can mistake a cut answer for a complete one.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use sluice::{Answer, CallOptions, ChatRequest, ChatStream, Client};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+/// Everything a request handler needs. Built once at start-up by [`crate::Gateway`].
+#[derive(Debug)]
+pub struct AppState {
+    /// The executor.
+    pub client: Client,
+    /// Model names listed by `GET /v1/models`.
+    pub models: Vec<String>,
+    /// Client keys; `None` means no auth.
+    pub client_keys: Option<Vec<String>>,
+    /// Largest accepted request body.
+    pub max_body: usize,
+    /// Time allowed to receive a request body.
+    pub body_read_timeout: Duration,
+    /// Set while draining: `/readyz` turns 503 so load balancers stop sending.
+    pub draining: AtomicBool,
+    /// Flips to `true` when the drain timeout is over: open streams end with an error event.
+    pub abort_streams: watch::Receiver<bool>,
+}
+
+/// The gateway's routes over `state`, without a socket (tests drive it with `oneshot`).
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_client_key,
+        ));
+    Router::new()
+        .merge(v1)
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// The id of a request: the client's `x-request-id` when it is sane, else a new one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = ?id, method = %req.method(), path = %req.uri().path());
+    let mut response = next.run(req).instrument(span).await;
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    response
+}
+
+fn new_request_id() -> HeaderValue {
+    use sluice::RandomSource;
+    let mut rng = sluice::SplitMix64::from_entropy();
+    let id = format!(
+        "req_sluice_{:016x}",
+        (rng.next_f64() * u64::MAX as f64) as u64
+    );
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("req_sluice"))
+}
+
+async fn require_client_key(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(keys) = &state.client_keys else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Missing API key: send `Authorization: Bearer <key>` with a key configured for this gateway.",
+        )
+        .with_code("missing_api_key")
+        .into_response();
+    };
+    // Compare against every key without stopping early, each in constant time, so the time
+    // taken says nothing about which key (or which prefix) was close.
+    let mut matched = subtle::Choice::from(0);
+    for key in keys {
+        matched |= key.as_bytes().ct_eq(presented.as_bytes());
+    }
+    if bool::from(matched) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided for this gateway.",
+        )
+        .with_code("invalid_api_key")
+        .into_response()
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        axum::Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+    let data: Vec<_> = state
+        .models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "sluice"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("Unknown path {} {}", req.method(), req.uri().path()),
+    )
+    .with_code("not_found")
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!(
+            "Method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .with_code("method_not_allowed")
+    .into_response()
+}
+
+/// Client headers passed upstream. Everything else stays here: the client's credentials, hop-by-hop
+/// headers, and anything a provider might act on that the gateway did not decide to send.
+fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if n.starts_with("x-sluice-mock-") || n == "openai-beta" || n == "anthropic-beta" {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, state.max_body);
+    match tokio::time::timeout(state.body_read_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "The request body did not arrive within {:.0}s.",
+                state.body_read_timeout.as_secs_f64()
+            ),
+        )
+        .with_code("request_timeout")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "The request body is larger than the gateway's limit of {} bytes.",
+                state.max_body
+            ),
+        )
+        .with_code("request_too_large")),
+        Ok(Err(e)) => Err(ApiError::invalid_request(
+            format!("The request body could not be read: {e}"),
+            None,
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Parses a Chat Completions body, with errors that say what to fix.
+fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_request(
+            "The request body is empty; send a JSON Chat Completions request.",
+            None,
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ApiError::invalid_request(
+            format!(
+                "The request body is not valid UTF-8 (invalid byte at offset {}).",
+                e.valid_up_to()
+            ),
+            None,
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_request(format!("The request body is not valid JSON: {e}."), None)
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_request(
+            "The request body must be a JSON object.",
+            None,
+        ));
+    }
+    let missing = |field: &str| -> ApiError {
+        ApiError::invalid_request(
+            format!("Missing required parameter: '{field}'."),
+            Some(field),
+        )
+    };
+    match value.get("model") {
+        None => return Err(missing("model")),
+        Some(m) if !m.is_string() => {
+            return Err(ApiError::invalid_request(
+                "'model' must be a string.",
+                Some("model"),
+            ));
+        }
+        _ => {}
+    }
+    match value.get("messages") {
+        None => return Err(missing("messages")),
+        Some(serde_json::Value::Array(a)) if a.is_empty() => {
+            return Err(ApiError::invalid_request(
+                "'messages' must contain at least one message.",
+                Some("messages"),
+            ));
+        }
+        Some(serde_json::Value::Array(_)) => {}
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "'messages' must be an array.",
+                Some("messages"),
+            ));
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid_request(format!("Invalid request: {e}."), None))
+}
+
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let req = match parse_chat_request(&bytes) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let model = req.model.clone();
+    let options = CallOptions {
+        headers: forwarded_headers(&headers),
+    };
+    let span = tracing::info_span!("chat", model = %model, stream = req.is_stream());
+    match state.client.execute(req, &options).instrument(span).await {
+        Ok(Answer::Response(response, info)) => {
+            let mut resp = axum::Json(&*response).into_response();
+            call_headers(resp.headers_mut(), &info.target, info.attempts);
+            resp
+        }
+        Ok(Answer::Stream(stream)) => sse_response(stream, state.abort_streams.clone()),
+        Err(e) => {
+            let api = ApiError::from_call(&e);
+            if api.status().is_server_error() || api.status() == StatusCode::TOO_MANY_REQUESTS {
+                tracing::warn!(model = %model, status = api.status().as_u16(), "call failed: {e}");
+            } else {
+                tracing::info!(model = %model, status = api.status().as_u16(), "call failed: {e}");
+            }
+            api.into_response()
+        }
+    }
+}
+
+fn call_headers(headers: &mut HeaderMap, target: &str, attempts: u32) {
+    headers.insert("x-sluice-attempts", HeaderValue::from(attempts));
+    if let Ok(v) = HeaderValue::from_str(target) {
+        headers.insert("x-sluice-target", v);
+    }
+}
+
+/// The committed stream as SSE. Each chunk becomes one `data:` frame, written as it arrives.
+fn sse_response(stream: ChatStream, abort: watch::Receiver<bool>) -> Response {
+    let target = stream.target().clone();
+    let attempts = stream.attempts();
+    let frames = futures_util::stream::unfold(Some((stream, abort)), |state| async move {
+        let (mut stream, mut abort) = state?;
+        let item = tokio::select! {
+            biased;
+            item = stream.next() => item,
+            _ = abort.wait_for(|a| *a) => {
+                let err = json!({"error": {
+                    "message": "The gateway is shutting down and its drain timeout ended this stream before the upstream finished.",
+                    "type": "server_error", "param": null, "code": "gateway_shutdown"}});
+                return Some((Ok::<_, Infallible>(sse_frame(&err)), None));
+            }
+        };
+        match item {
+            Some(Ok(chunk)) => {
+                let json = serde_json::to_vec(&chunk).unwrap_or_default();
+                Some((Ok(frame_bytes(&json)), Some((stream, abort))))
+            }
+            Some(Err(interrupted)) => {
+                let api = ApiError::from_call(&sluice::Error::StreamInterrupted(interrupted));
+                Some((Ok(sse_frame(&json!({"error": api.error_object()}))), None))
+            }
+            None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(frames));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    call_headers(h, &target, attempts);
+    resp
+}
+
+fn sse_frame(value: &serde_json::Value) -> Bytes {
+    frame_bytes(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn frame_bytes(json: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(json.len() + 8);
+    buf.extend_from_slice(b"data: ");
+    buf.extend_from_slice(json);
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}

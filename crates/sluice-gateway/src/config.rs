@@ -1,0 +1,421 @@
+//! Gateway configuration: a TOML file read in two stages.
+//!
+//! # Why two stages
+//!
+//! Following ripgrep's `LowArgs` / `HiArgs` split, reading the file and deciding what it means
+//! are separate steps with separate types:
+//!
+//! 1. **Raw** (`raw.rs`): serde structs that mirror the file exactly, with
+//!    `#[serde(deny_unknown_fields)]` on every table so a misspelt key (`max_retires`) is an
+//!    error instead of a silently ignored line. Durations, sizes, addresses and names are kept
+//!    as the strings the user wrote, each wrapped in [`serde_spanned::Spanned`] so it remembers
+//!    where in the file it came from. This stage only fails on what serde itself rejects: TOML
+//!    syntax, unknown keys and wrong value types (a number where a string belongs). Those stop
+//!    the parse, so they are reported one at a time.
+//! 2. **Validated** (`resolve.rs`): [`Config`] and friends, the only types the rest of the
+//!    gateway sees. Every value is parsed and checked, references are resolved (each target of a
+//!    model names a real provider), `[[models]]` overrides are merged over `[policy]`, and the
+//!    policy is built through the constructors that guard it ([`sluice_core::Backoff::try_new`],
+//!    [`RetryPolicy::validate`], [`MockConfig::validate`]), so the process never runs with a
+//!    policy those constructors would refuse. This stage does not stop at the first problem: it
+//!    collects every one, each with its TOML key path (`models[1].targets[0]`) and the line and
+//!    column of that key, so one run of `sluice check` lists everything to fix.
+//!
+//! Keeping the stages apart keeps each simple: the raw types carry no logic and can be checked
+//! against the file format at a glance; the validated types carry no `Option`s for "the user
+//! did not say" and no strings to re-parse, so code that uses them cannot forget a default or a
+//! check.
+//!
+//! # Keys
+//!
+//! `examples/sluice.toml` is the complete, commented example; `examples/minimal.toml` the
+//! smallest useful file. Defaults live in one place each and are linked, not restated, here
+//! (a unit test checks that the `[policy]` and `[server]` values in `examples/sluice.toml` equal
+//! them). Durations are strings in humantime syntax (`"250ms"`, `"10s"`, `"10m"`, `"1h 30m"`);
+//! sizes are strings like `"32MiB"` or `"512KiB"`.
+//!
+//! | key | type | default |
+//! |---|---|---|
+//! | `server.listen` | socket address `"ip:port"` | [`ServerConfig::DEFAULT_LISTEN`] |
+//! | `server.api_keys_env` | env var name; the variable holds comma-separated client keys. It must be set and non-empty when the file is loaded (fail closed) | none: no client auth |
+//! | `server.max_body` | size | [`ServerConfig::DEFAULT_MAX_BODY`] |
+//! | `server.header_read_timeout` | duration: a client must send its request head within it | [`ServerConfig::DEFAULT_HEADER_READ_TIMEOUT`] |
+//! | `server.body_read_timeout` | duration: a client must send its request body within it | [`ServerConfig::DEFAULT_BODY_READ_TIMEOUT`] |
+//! | `server.drain_timeout` | duration: on SIGTERM, how long in-flight streams may finish | [`ServerConfig::DEFAULT_DRAIN_TIMEOUT`] |
+//! | `policy.max_retries` | integer | [`RetryPolicy::DEFAULT_MAX_RETRIES`] |
+//! | `policy.base_delay` | duration | [`sluice_core::Backoff::DEFAULT_BASE`] |
+//! | `policy.max_delay` | duration, not less than `base_delay` | [`sluice_core::Backoff::DEFAULT_MAX`] |
+//! | `policy.max_retry_after` | duration | [`RetryPolicy::DEFAULT_MAX_RETRY_AFTER`] |
+//! | `policy.deadline` | duration | [`RetryPolicy::DEFAULT_DEADLINE`] |
+//! | `policy.connect_timeout` | duration | [`RetryPolicy::DEFAULT_CONNECT_TIMEOUT`] |
+//! | `policy.first_token_timeout` | duration | [`RetryPolicy::DEFAULT_FIRST_TOKEN_TIMEOUT`] |
+//! | `policy.idle_timeout` | duration | [`RetryPolicy::DEFAULT_IDLE_TIMEOUT`] |
+//! | `providers[].name` | required; unique; `[a-zA-Z0-9_.-]+` | — |
+//! | `providers[].kind` | required; `"openai"` or `"mock"` (`"anthropic"` is planned, not supported yet) | — |
+//! | `providers[].base_url` | `http(s)://` URL without credentials, query or fragment; required for `openai`, not allowed for `mock` | — |
+//! | `providers[].api_key_env` | env var name holding the provider key; an unset variable is a warning, not an error | none |
+//! | `providers[].headers` | table of extra headers sent upstream; not `Authorization` / `x-api-key` (use `api_key_env`) | none |
+//! | `providers[].mock` | table, only for `kind = "mock"`: any field of [`MockConfig`] (`chunks`, `ttft`, `chunk_gap`, `context_limit`, `seed`, `p_429`, `p_quota`, `p_500`, `p_502`, `p_503`, `p_504`, `p_529`, `p_reset`, `p_cut`, `p_stall`, `p_inband`, `retry_after`, `model_name`) | [`MockConfig::default`] |
+//! | `models[].name` | required; non-empty; unique; the model name clients send | — |
+//! | `models[].targets` | required; non-empty list of `"provider/model"`, in fallback order; the provider must be defined | — |
+//! | `models[].fallback_on_content_policy` | bool: fall back to the next target after a content-policy refusal | `false` |
+//! | `models[].<policy key>` | any `[policy]` key, overriding it for this model only | the `[policy]` value |
+//!
+//! # Secrets
+//!
+//! The file never holds a secret, only the *names* of environment variables that do. Loading
+//! checks that `server.api_keys_env` names a non-empty variable (it looks at the value only to
+//! see whether it is empty, and neither keeps nor shows it); [`Config::warnings`] reports provider
+//! key variables that are not set, by name. Errors never echo a `base_url` (it could carry
+//! credentials) or a header value, and the `Debug` output of [`ProviderConfig`] redacts header
+//! values.
+
+mod raw;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_core::RetryPolicy;
+use sluice_mock::MockConfig;
+
+/// The validated gateway configuration, read with [`Config::from_path`].
+///
+/// Every key with its type and default is listed in the docs of the `config` module
+/// (`src/config.rs`) and, commented, in `examples/sluice.toml`.
+///
+/// `Default` is an empty configuration: default server and policy, no providers, no models.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The `[policy]` table: the retry policy of every model that does not override it.
+    pub policy: RetryPolicy,
+    /// Upstream providers, in file order; names are unique.
+    pub providers: Vec<ProviderConfig>,
+    /// Model names clients may send, in file order; names are unique.
+    pub models: Vec<ModelConfig>,
+    /// The file the configuration was read from, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Name of the environment variable holding the comma-separated client API keys; `None`
+    /// means no client authentication.
+    pub api_keys_env: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// A client must finish sending its request head within this time.
+    pub header_read_timeout: Duration,
+    /// A client must finish sending its request body within this time.
+    pub body_read_timeout: Duration,
+    /// On shutdown, how long in-flight requests and streams may run before they are cut.
+    pub drain_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Default `listen`: loopback only, so an unconfigured gateway is not reachable from the
+    /// network.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+    /// Default `max_body` (32 MiB): room for long prompts and base64 images.
+    pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+    /// Default `header_read_timeout`.
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `body_read_timeout`.
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `drain_timeout`.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: Self::DEFAULT_LISTEN,
+            api_keys_env: None,
+            max_body: Self::DEFAULT_MAX_BODY,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
+            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// One `[[providers]]` entry.
+#[derive(Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// Unique name, used in targets (`"{name}/{model}"`).
+    pub name: String,
+    /// What the provider is and how to reach it.
+    pub kind: ProviderKind,
+    /// Name of the environment variable holding the provider's API key, if any.
+    pub api_key_env: Option<String>,
+    /// Extra headers sent upstream with every request, as written (names and values are valid
+    /// HTTP; never `Authorization` or `x-api-key`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Header values are redacted: they are not meant to be secret, but nothing stops a user from
+/// putting a token in one, and configs end up in logs.
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("api_key_env", &self.api_key_env)
+            .field("headers", &headers)
+            .finish()
+    }
+}
+
+/// The kind of a provider, with what only that kind needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderKind {
+    /// An OpenAI Chat Completions compatible server.
+    OpenAi {
+        /// Base URL, e.g. `https://api.openai.com/v1`; paths such as `/chat/completions` are
+        /// appended to it.
+        base_url: String,
+    },
+    /// The in-process fault-injecting mock provider.
+    Mock(MockConfig),
+}
+
+/// One `[[models]]` entry: a model name clients send and the chain of targets serving it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The model name clients send.
+    pub name: String,
+    /// Targets in fallback order; never empty; each names a configured provider.
+    pub targets: Vec<TargetRef>,
+    /// `[policy]` with this entry's overrides applied.
+    pub policy: RetryPolicy,
+    /// Whether a content-policy refusal falls back to the next target.
+    pub fallback_on_content_policy: bool,
+}
+
+/// A `"provider/model"` target. The provider part never contains `/`; the model part may
+/// (`"openrouter/meta-llama/llama-3-70b"` is provider `openrouter`, model `meta-llama/llama-3-70b`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetRef {
+    /// A configured provider's name.
+    pub provider: String,
+    /// The model name sent to that provider.
+    pub model: String,
+}
+
+impl fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            problems: vec![ConfigProblem {
+                path: String::new(),
+                line: None,
+                column: None,
+                message: format!("cannot read the configuration file: {e}"),
+            }],
+        })?;
+        Self::from_toml_str(&text, Some(path))
+    }
+
+    /// Parses and validates `text`, looking environment variables up in the process
+    /// environment. `source` is recorded in [`Config::source`] and in errors.
+    pub fn from_toml_str(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_toml_str_with_env(text, source, &process_env)
+    }
+
+    /// Like [`Config::from_toml_str`], with environment lookups answered by `env` (tests, and
+    /// `sluice check` against another environment). `env` returns the variable's value, or
+    /// `None` when it is not set; the value is only tested for emptiness.
+    pub fn from_toml_str_with_env(
+        text: &str,
+        source: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: source.map(Path::to_path_buf),
+            problems,
+        };
+        let raw = raw::parse(text).map_err(|problem| fail(vec![problem]))?;
+        let mut config = resolve::resolve(raw, text, env).map_err(fail)?;
+        config.source = source.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// The provider named `name`.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The `[[models]]` entry named `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Non-fatal findings, checked against the process environment now: provider key
+    /// variables (`api_key_env`) that are not set or empty. Names variables, never values.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings_with_env(&process_env)
+    }
+
+    /// Like [`Config::warnings`], with environment lookups answered by `env`.
+    pub fn warnings_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, provider) in self.providers.iter().enumerate() {
+            let Some(var) = &provider.api_key_env else {
+                continue;
+            };
+            let state = match env(var) {
+                None => "is not set",
+                Some(value) if value.trim().is_empty() => "is empty",
+                Some(_) => continue,
+            };
+            warnings.push(format!(
+                "providers[{i}].api_key_env: variable {var} {state}; provider \"{}\" will be called without an API key",
+                provider.name
+            ));
+        }
+        warnings
+    }
+}
+
+/// The process environment as an env lookup. Only names validated by stage 2 reach it (no `=`
+/// or NUL, not empty), so `var_os` cannot panic.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Everything wrong with a configuration file.
+///
+/// `Display` prints one problem per line, as `{file}:{line}:{column}: {path}: {message}`
+/// (`<config>` when there is no file; line and column, and the path, are left out when
+/// unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problems are in, if the configuration came from a file.
+    pub file: Option<PathBuf>,
+    /// Every problem found, in file order; never empty.
+    pub problems: Vec<ConfigProblem>,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// TOML key path, e.g. `models[1].targets[0]`, `policy.max_delay`, `server.listen`; empty
+    /// for problems with the file as a whole (unreadable, TOML syntax).
+    pub path: String,
+    /// 1-based line of the offending key or value, when known.
+    pub line: Option<usize>,
+    /// 1-based column (in characters) of the offending key or value, when known.
+    pub column: Option<usize>,
+    /// What is wrong, and where it helps, what was expected.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// Writes the problem prefixed with `file` (or `<config>`).
+    fn write_in(&self, file: Option<&Path>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match file {
+            Some(file) => write!(f, "{}", file.display())?,
+            None => f.write_str("<config>")?,
+        }
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_in(None, f)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            problem.write_in(self.file.as_deref(), f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Maps byte offsets in the TOML text to 1-based line and column (in characters).
+#[derive(Debug, Clone, Copy)]
+struct Positions<'a> {
+    text: &'a str,
+}
+
+impl<'a> Positions<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text }
+    }
+
+    /// 1-based `(line, column)` of byte `offset` (clamped to the text; a column inside a
+    /// multi-byte character counts that character).
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    /// A problem at the start of `span` (position unknown when `span` is `None`).
+    fn problem(
+        &self,
+        path: impl Into<String>,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigProblem {
+        let (line, column) = match span {
+            Some(span) => {
+                let (line, column) = self.at(span.start);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        ConfigProblem {
+            path: path.into(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}

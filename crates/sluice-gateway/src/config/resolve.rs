@@ -1,0 +1,771 @@
+//! Stage 2: from the raw file to a validated [`Config`], collecting every problem.
+//!
+//! Each check reports into one list and carries on with a stand-in value (the inherited or
+//! default one), so a bad `[policy]` value does not hide a bad target three tables later. The
+//! stand-ins never escape: any problem means no `Config`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+use sluice_core::{Backoff, PolicyError, RetryPolicy};
+use sluice_mock::MockConfig;
+
+use super::raw::{
+    DURATION_EXPECTED, Opt, RawConfig, RawDuration, RawMock, RawModel, RawPolicy, RawProvider,
+    RawServer, RawSize, SIZE_EXPECTED, join_key,
+};
+use super::{
+    Config, ConfigProblem, ModelConfig, Positions, ProviderConfig, ProviderKind, ServerConfig,
+    TargetRef,
+};
+
+/// Durations above this are refused: no timeout needs to be longer, and deadlines computed as
+/// `now + duration` must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Header names that carry credentials; those belong in `api_key_env`.
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+
+/// A value whose problem has already been reported.
+struct Reported;
+
+/// Collects problems while stage 2 walks the raw config.
+struct Checker<'a> {
+    positions: Positions<'a>,
+    problems: Vec<ConfigProblem>,
+}
+
+/// Stage 2: validates `raw` (parsed from `text`), resolving environment variables with `env`.
+pub(super) fn resolve(
+    raw: RawConfig,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigProblem>> {
+    let mut checker = Checker {
+        positions: Positions::new(text),
+        problems: Vec::new(),
+    };
+    let server = match &raw.server {
+        Some(server) => checker.server(server.get_ref(), env),
+        None => ServerConfig::default(),
+    };
+    let defaults = RetryPolicy::default();
+    let policy = match &raw.policy {
+        Some(policy) => checker.policy(
+            &defaults,
+            policy.get_ref(),
+            "policy",
+            policy.span(),
+            "the default",
+        ),
+        None => defaults,
+    };
+    let providers = checker.providers(&raw.providers);
+    let provider_names: Vec<&str> = raw
+        .providers
+        .iter()
+        .filter_map(|p| p.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
+    let models = checker.models(&raw.models, &policy, &provider_names);
+
+    let mut problems = checker.problems;
+    if problems.is_empty() {
+        Ok(Config {
+            server,
+            policy,
+            providers,
+            models,
+            source: None,
+        })
+    } else {
+        problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
+        Err(problems)
+    }
+}
+
+impl Checker<'_> {
+    fn report(
+        &mut self,
+        path: impl Into<String>,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) {
+        let problem = self.positions.problem(path, span, message);
+        self.problems.push(problem);
+    }
+
+    /// Parses an optional duration; `Ok(None)` when the key is absent.
+    fn duration(
+        &mut self,
+        path: &str,
+        value: &Opt<RawDuration>,
+    ) -> Result<Option<Duration>, Reported> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let text = &value.get_ref().0;
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d > MAX_DURATION => {
+                self.report(
+                    path,
+                    Some(value.span()),
+                    format!(
+                        "{text:?} is too long: durations are limited to {}",
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+                Err(Reported)
+            }
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                self.report(
+                    path,
+                    Some(value.span()),
+                    format!("expected {DURATION_EXPECTED}, got {text:?} ({e})"),
+                );
+                Err(Reported)
+            }
+        }
+    }
+
+    /// Parses an optional duration that must not be zero.
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        value: &Opt<RawDuration>,
+    ) -> Result<Option<Duration>, Reported> {
+        match self.duration(path, value)? {
+            Some(d) if d.is_zero() => {
+                self.report(
+                    path,
+                    value.as_ref().map(Spanned::span),
+                    "must be greater than zero",
+                );
+                Err(Reported)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Checks that `value` names an environment variable. The value is not echoed when it is
+    /// not a name: a common slip is pasting the key itself here.
+    fn env_name(&mut self, path: &str, value: &Spanned<String>) -> Option<String> {
+        let name = value.get_ref();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Some(name.clone())
+        } else {
+            self.report(
+                path,
+                Some(value.span()),
+                "expected the name of an environment variable, like \"OPENAI_API_KEY\" \
+                 (letters, digits and '_'; the value is not shown in case it is a secret)",
+            );
+            None
+        }
+    }
+
+    fn server(&mut self, raw: &RawServer, env: &dyn Fn(&str) -> Option<String>) -> ServerConfig {
+        let mut server = ServerConfig::default();
+        if let Some(listen) = &raw.listen {
+            match listen.get_ref().trim().parse::<SocketAddr>() {
+                Ok(addr) => server.listen = addr,
+                Err(_) => self.report(
+                    "server.listen",
+                    Some(listen.span()),
+                    format!(
+                        "expected an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\", got {:?}",
+                        listen.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(var) = &raw.api_keys_env {
+            if let Some(name) = self.env_name("server.api_keys_env", var) {
+                let state = match env(&name) {
+                    None => Some("is not set"),
+                    Some(keys) if keys.split(',').all(|k| k.trim().is_empty()) => {
+                        Some("is empty (it must hold comma-separated client API keys)")
+                    }
+                    Some(_) => None,
+                };
+                if let Some(state) = state {
+                    self.report(
+                        "server.api_keys_env",
+                        Some(var.span()),
+                        format!("variable {name} named by server.api_keys_env {state}"),
+                    );
+                }
+                server.api_keys_env = Some(name);
+            }
+        }
+        if let Some(size) = &raw.max_body {
+            if let Some(bytes) = self.size("server.max_body", size) {
+                server.max_body = bytes;
+            }
+        }
+        let timeouts = [
+            (
+                "server.header_read_timeout",
+                &raw.header_read_timeout,
+                &mut server.header_read_timeout,
+            ),
+            (
+                "server.body_read_timeout",
+                &raw.body_read_timeout,
+                &mut server.body_read_timeout,
+            ),
+            (
+                "server.drain_timeout",
+                &raw.drain_timeout,
+                &mut server.drain_timeout,
+            ),
+        ];
+        for (path, value, field) in timeouts {
+            if let Ok(Some(d)) = self.positive_duration(path, value) {
+                *field = d;
+            }
+        }
+        server
+    }
+
+    /// Parses a positive byte size.
+    fn size(&mut self, path: &str, value: &Spanned<RawSize>) -> Option<usize> {
+        let text = &value.get_ref().0;
+        let message = match text.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) => match usize::try_from(size.as_u64()) {
+                Ok(0) => "must be greater than zero".to_owned(),
+                Ok(bytes) => return Some(bytes),
+                Err(_) => format!("{text:?} is too large for this platform"),
+            },
+            Err(e) => format!("expected {SIZE_EXPECTED}, got {text:?} ({e})"),
+        };
+        self.report(path, Some(value.span()), message);
+        None
+    }
+
+    /// Applies the policy keys of `raw` (the table at `table`, e.g. `policy` or `models[0]`)
+    /// over `base`, which is valid. Every bad key is reported and replaced by `base`'s value,
+    /// so the result is always valid. `inherited` says where unset keys come from, for
+    /// messages about a key this table does not set.
+    fn policy(
+        &mut self,
+        base: &RetryPolicy,
+        raw: &RawPolicy,
+        table: &str,
+        table_span: Range<usize>,
+        inherited: &str,
+    ) -> RetryPolicy {
+        let path = |key: &str| format!("{table}.{key}");
+        let mut policy = base.clone();
+        if let Some(n) = &raw.max_retries {
+            policy.max_retries = *n.get_ref();
+        }
+
+        let base_delay = self.duration(&path("base_delay"), &raw.base_delay);
+        let max_delay = self.duration(&path("max_delay"), &raw.max_delay);
+        if let (Ok(base_delay), Ok(max_delay)) = (base_delay, max_delay) {
+            if base_delay.is_some() || max_delay.is_some() {
+                let base_delay = base_delay.unwrap_or(base.backoff.base());
+                let max_delay = max_delay.unwrap_or(base.backoff.max());
+                match Backoff::try_new(base_delay, max_delay) {
+                    Ok(backoff) => policy.backoff = backoff,
+                    Err(e) => self.policy_error(e, raw, table, &table_span, inherited),
+                }
+            }
+        }
+
+        let durations = [
+            ("max_retry_after", &raw.max_retry_after),
+            ("deadline", &raw.deadline),
+            ("connect_timeout", &raw.connect_timeout),
+            ("first_token_timeout", &raw.first_token_timeout),
+            ("idle_timeout", &raw.idle_timeout),
+        ];
+        for (key, value) in durations {
+            if let Ok(Some(d)) = self.duration(&path(key), value) {
+                set_duration(&mut policy, key, d);
+            }
+        }
+
+        // `validate` names one bad key at a time; report it, put the inherited value back and
+        // ask again, so every bad key is reported with the policy's own rule and message.
+        for _ in 0..8 {
+            let Err(e) = policy.validate() else {
+                break;
+            };
+            let PolicyError::Invalid { key, .. } = &e;
+            let key = *key;
+            self.policy_error(e, raw, table, &table_span, inherited);
+            let Some(inherited_value) = get_duration(base, key) else {
+                break;
+            };
+            set_duration(&mut policy, key, inherited_value);
+        }
+        policy
+    }
+
+    /// Reports a [`PolicyError`] at the key it names, or at the related key this table sets
+    /// (`base_delay` for a `max_delay` problem and vice versa), or at the table.
+    fn policy_error(
+        &mut self,
+        error: PolicyError,
+        raw: &RawPolicy,
+        table: &str,
+        table_span: &Range<usize>,
+        inherited: &str,
+    ) {
+        let PolicyError::Invalid { key, message } = error;
+        let own = raw.span_of(key);
+        let related = match key {
+            "base_delay" => raw.span_of("max_delay"),
+            "max_delay" => raw.span_of("base_delay"),
+            _ => None,
+        };
+        let message = if own.is_some() {
+            message
+        } else {
+            format!("{message} ({key} is {inherited})")
+        };
+        let span = own.or(related).unwrap_or_else(|| table_span.clone());
+        self.report(format!("{table}.{key}"), Some(span), message);
+    }
+
+    fn providers(&mut self, raw: &[Spanned<RawProvider>]) -> Vec<ProviderConfig> {
+        let mut first_line: HashMap<&str, usize> = HashMap::new();
+        let mut providers = Vec::new();
+        for (i, entry) in raw.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            let p = entry.get_ref();
+
+            let name = match &p.name {
+                None => {
+                    self.report(&at, Some(entry.span()), "missing required key `name`");
+                    None
+                }
+                Some(name) => {
+                    let line = self.positions.at(name.span().start).0;
+                    let text = name.get_ref().as_str();
+                    if !valid_provider_name(text) {
+                        self.report(
+                            format!("{at}.name"),
+                            Some(name.span()),
+                            format!(
+                                "invalid provider name {text:?}: use letters, digits, '_', '.' and '-' \
+                                 ('/' separates provider and model in targets)"
+                            ),
+                        );
+                        None
+                    } else if let Some(first) = first_line.get(text) {
+                        self.report(
+                            format!("{at}.name"),
+                            Some(name.span()),
+                            format!(
+                                "duplicate provider name {text:?} (first defined on line {first})"
+                            ),
+                        );
+                        None
+                    } else {
+                        first_line.insert(text, line);
+                        Some(text.to_owned())
+                    }
+                }
+            };
+
+            let kind = self.provider_kind(&at, entry);
+
+            let api_key_env = match &p.api_key_env {
+                None => Some(None),
+                Some(var) => self.env_name(&format!("{at}.api_key_env"), var).map(Some),
+            };
+
+            let headers = self.headers(&at, p);
+
+            if let (Some(name), Some(kind), Some(api_key_env), Some(headers)) =
+                (name, kind, api_key_env, headers)
+            {
+                providers.push(ProviderConfig {
+                    name,
+                    kind,
+                    api_key_env,
+                    headers,
+                });
+            }
+        }
+        providers
+    }
+
+    fn provider_kind(&mut self, at: &str, entry: &Spanned<RawProvider>) -> Option<ProviderKind> {
+        let p = entry.get_ref();
+        let Some(kind) = &p.kind else {
+            self.report(
+                at,
+                Some(entry.span()),
+                "missing required key `kind` (\"openai\" or \"mock\")",
+            );
+            return None;
+        };
+        match kind.get_ref().as_str() {
+            "openai" => {
+                if let Some(mock) = &p.mock {
+                    self.report(
+                        format!("{at}.mock"),
+                        Some(mock.span()),
+                        "a [providers.mock] table is only allowed with kind = \"mock\" \
+                         (this provider is kind = \"openai\")",
+                    );
+                }
+                let Some(url) = &p.base_url else {
+                    self.report(
+                        format!("{at}.base_url"),
+                        Some(kind.span()),
+                        "missing required key: kind = \"openai\" needs base_url, \
+                         e.g. \"https://api.openai.com/v1\"",
+                    );
+                    return None;
+                };
+                match check_base_url(url.get_ref()) {
+                    Ok(()) => Some(ProviderKind::OpenAi {
+                        base_url: url.get_ref().clone(),
+                    }),
+                    Err(message) => {
+                        self.report(format!("{at}.base_url"), Some(url.span()), message);
+                        None
+                    }
+                }
+            }
+            "mock" => {
+                if let Some(url) = &p.base_url {
+                    self.report(
+                        format!("{at}.base_url"),
+                        Some(url.span()),
+                        "not allowed with kind = \"mock\" (the mock provider runs in-process)",
+                    );
+                }
+                let mock = self.mock(at, p.mock.as_ref());
+                if p.base_url.is_some() {
+                    return None;
+                }
+                mock.map(ProviderKind::Mock)
+            }
+            "anthropic" => {
+                self.report(
+                    format!("{at}.kind"),
+                    Some(kind.span()),
+                    "kind \"anthropic\" is not supported yet (planned); \
+                     supported kinds are \"openai\" and \"mock\"",
+                );
+                None
+            }
+            other => {
+                self.report(
+                    format!("{at}.kind"),
+                    Some(kind.span()),
+                    format!("unknown provider kind {other:?}; expected \"openai\" or \"mock\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn headers(&mut self, at: &str, p: &RawProvider) -> Option<Vec<(String, String)>> {
+        let Some(headers) = &p.headers else {
+            return Some(Vec::new());
+        };
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (name, value) in headers.get_ref() {
+            let path = join_key(&format!("{at}.headers"), name.get_ref());
+            match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                Err(_) => {
+                    self.report(path, Some(name.span()), "not a valid HTTP header name");
+                    ok = false;
+                    continue;
+                }
+                Ok(header) if CREDENTIAL_HEADERS.contains(&header.as_str()) => {
+                    self.report(
+                        path,
+                        Some(name.span()),
+                        "credentials do not belong in headers: name the environment variable \
+                         holding the provider key with api_key_env",
+                    );
+                    ok = false;
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            if http::HeaderValue::from_str(value.get_ref()).is_err() {
+                self.report(
+                    path,
+                    Some(value.span()),
+                    "not a valid HTTP header value (no control characters or line breaks; \
+                     the value is not shown)",
+                );
+                ok = false;
+                continue;
+            }
+            out.push((name.get_ref().clone(), value.get_ref().clone()));
+        }
+        ok.then_some(out)
+    }
+
+    /// Builds the mock's config: [`MockConfig::default`] with the table's keys applied, checked
+    /// by [`MockConfig::validate`].
+    fn mock(&mut self, at: &str, raw: Option<&Spanned<RawMock>>) -> Option<MockConfig> {
+        let mut mock = MockConfig::default();
+        let Some(table) = raw else {
+            return Some(mock);
+        };
+        let r = table.get_ref();
+        let at = format!("{at}.mock");
+        let path = |key: &str| format!("{at}.{key}");
+
+        macro_rules! copy {
+            ($($key:ident),*) => {
+                $(if let Some(v) = &r.$key {
+                    mock.$key = *v.get_ref();
+                })*
+            };
+        }
+        copy!(
+            chunks, seed, p_429, p_quota, p_500, p_502, p_503, p_504, p_529, p_reset, p_cut,
+            p_stall, p_inband
+        );
+        if let Some(name) = &r.model_name {
+            mock.model_name = name.get_ref().clone();
+        }
+        if let Some(limit) = &r.context_limit {
+            mock.context_limit = Some(*limit.get_ref());
+        }
+        let mut ok = true;
+        match self.duration(&path("ttft"), &r.ttft) {
+            Ok(Some(d)) => mock.ttft = d,
+            Ok(None) => {}
+            Err(Reported) => ok = false,
+        }
+        match self.duration(&path("chunk_gap"), &r.chunk_gap) {
+            Ok(Some(d)) => mock.chunk_gap = d,
+            Ok(None) => {}
+            Err(Reported) => ok = false,
+        }
+        match self.duration(&path("retry_after"), &r.retry_after) {
+            Ok(d @ Some(_)) => mock.retry_after = d,
+            Ok(None) => {}
+            Err(Reported) => ok = false,
+        }
+
+        if let Err(message) = mock.validate() {
+            ok = false;
+            // `validate` joins its problems with "; " and starts each with the key at fault
+            // when there is one; point each at that key's line.
+            for part in message.split("; ") {
+                let key = part
+                    .split_once(' ')
+                    .map(|(first, _)| first)
+                    .filter(|first| r.span_of(first).is_some());
+                match key {
+                    Some(key) => self.report(path(key), r.span_of(key), part),
+                    None => self.report(&at, Some(table.span()), part),
+                }
+            }
+        }
+        ok.then_some(mock)
+    }
+
+    fn models(
+        &mut self,
+        raw: &[Spanned<RawModel>],
+        policy: &RetryPolicy,
+        providers: &[&str],
+    ) -> Vec<ModelConfig> {
+        let mut first_line: HashMap<&str, usize> = HashMap::new();
+        let mut models = Vec::new();
+        for (i, entry) in raw.iter().enumerate() {
+            let at = format!("models[{i}]");
+            let m = entry.get_ref();
+
+            let name = match &m.name {
+                None => {
+                    self.report(&at, Some(entry.span()), "missing required key `name`");
+                    None
+                }
+                Some(name) if name.get_ref().trim().is_empty() => {
+                    self.report(format!("{at}.name"), Some(name.span()), "must not be empty");
+                    None
+                }
+                Some(name) => {
+                    let text = name.get_ref().as_str();
+                    if let Some(first) = first_line.get(text) {
+                        self.report(
+                            format!("{at}.name"),
+                            Some(name.span()),
+                            format!(
+                                "duplicate model name {text:?} (first defined on line {first})"
+                            ),
+                        );
+                        None
+                    } else {
+                        first_line.insert(text, self.positions.at(name.span().start).0);
+                        Some(text.to_owned())
+                    }
+                }
+            };
+
+            let targets = self.targets(&at, entry, providers);
+
+            let model_policy = self.policy(
+                policy,
+                &m.overrides(),
+                &at,
+                entry.span(),
+                "inherited from [policy]",
+            );
+
+            if let (Some(name), Some(targets)) = (name, targets) {
+                models.push(ModelConfig {
+                    name,
+                    targets,
+                    policy: model_policy,
+                    fallback_on_content_policy: m
+                        .fallback_on_content_policy
+                        .as_ref()
+                        .is_some_and(|b| *b.get_ref()),
+                });
+            }
+        }
+        models
+    }
+
+    fn targets(
+        &mut self,
+        at: &str,
+        entry: &Spanned<RawModel>,
+        providers: &[&str],
+    ) -> Option<Vec<TargetRef>> {
+        let Some(list) = &entry.get_ref().targets else {
+            self.report(
+                at,
+                Some(entry.span()),
+                "missing required key `targets` (a list of \"provider/model\", in fallback order)",
+            );
+            return None;
+        };
+        if list.get_ref().is_empty() {
+            self.report(
+                format!("{at}.targets"),
+                Some(list.span()),
+                "must list at least one target, e.g. [\"openai/gpt-4o-mini\"]",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut targets = Vec::new();
+        for (j, target) in list.get_ref().iter().enumerate() {
+            let path = format!("{at}.targets[{j}]");
+            let text = target.get_ref();
+            let Some((provider, model)) = text
+                .split_once('/')
+                .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+            else {
+                self.report(
+                    path,
+                    Some(target.span()),
+                    format!("expected \"provider/model\", got {text:?}"),
+                );
+                ok = false;
+                continue;
+            };
+            if !providers.contains(&provider) {
+                let defined = if providers.is_empty() {
+                    "no [[providers]] are defined".to_owned()
+                } else {
+                    let names: Vec<String> = providers.iter().map(|p| format!("{p:?}")).collect();
+                    format!("defined providers: {}", names.join(", "))
+                };
+                self.report(
+                    path,
+                    Some(target.span()),
+                    format!("unknown provider {provider:?} in target {text:?} ({defined})"),
+                );
+                ok = false;
+                continue;
+            }
+            targets.push(TargetRef {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+            });
+        }
+        ok.then_some(targets)
+    }
+}
+
+/// `[a-zA-Z0-9_.-]+`.
+fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// An `http(s)` URL with a host and no credentials, query or fragment (paths are appended to
+/// it). Messages never echo the URL: it might hold credentials.
+fn check_base_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| {
+        format!("not a valid URL ({e}); expected e.g. \"https://api.openai.com/v1\"")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "expected an http:// or https:// URL, got scheme {:?}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_owned());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "the URL must not contain credentials (user:password@); name the environment \
+             variable holding the key with api_key_env"
+                .to_owned(),
+        );
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(
+            "the URL must not have a query or fragment (request paths are appended to it)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// The policy's duration field named `key` (as [`PolicyError`] names it).
+fn get_duration(policy: &RetryPolicy, key: &str) -> Option<Duration> {
+    Some(match key {
+        "max_retry_after" => policy.max_retry_after,
+        "deadline" => policy.deadline,
+        "connect_timeout" => policy.connect_timeout,
+        "first_token_timeout" => policy.first_token_timeout,
+        "idle_timeout" => policy.idle_timeout,
+        _ => return None,
+    })
+}
+
+/// Sets the policy's duration field named `key`.
+fn set_duration(policy: &mut RetryPolicy, key: &str, value: Duration) {
+    let field = match key {
+        "max_retry_after" => &mut policy.max_retry_after,
+        "deadline" => &mut policy.deadline,
+        "connect_timeout" => &mut policy.connect_timeout,
+        "first_token_timeout" => &mut policy.first_token_timeout,
+        "idle_timeout" => &mut policy.idle_timeout,
+        _ => return,
+    };
+    *field = value;
+}

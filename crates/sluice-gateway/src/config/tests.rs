@@ -1,0 +1,753 @@
+use std::path::Path;
+use std::time::Duration;
+
+use sluice_core::{Backoff, RetryPolicy};
+use sluice_mock::MockConfig;
+
+use super::*;
+
+const SLUICE_TOML: &str = include_str!("../../../../examples/sluice.toml");
+const MINIMAL_TOML: &str = include_str!("../../../../examples/minimal.toml");
+
+/// The issue's minimal contract, verbatim.
+const CONTRACT: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+api_keys_env = "SLUICE_API_KEYS"
+max_body = "32MiB"
+
+[policy]
+max_retries = 5
+base_delay = "1s"
+max_delay = "60s"
+max_retry_after = "60s"
+deadline = "10m"
+first_token_timeout = "60s"
+idle_timeout = "60s"
+
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[[models]]
+name = "fast"
+targets = ["openai/gpt-4o-mini"]
+"#;
+
+/// An environment where only `SLUICE_API_KEYS` is set.
+fn test_env(name: &str) -> Option<String> {
+    (name == "SLUICE_API_KEYS").then(|| "k1,k2".to_owned())
+}
+
+fn empty_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with_env(text, None, &test_env)
+}
+
+fn problems(text: &str) -> Vec<ConfigProblem> {
+    match load(text) {
+        Ok(config) => panic!("expected problems, got {config:#?}"),
+        Err(e) => {
+            assert!(!e.problems.is_empty());
+            e.problems
+        }
+    }
+}
+
+/// The problem at `path`, asserting there is exactly one.
+fn at<'a>(problems: &'a [ConfigProblem], path: &str) -> &'a ConfigProblem {
+    let found: Vec<&ConfigProblem> = problems.iter().filter(|p| p.path == path).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one problem at {path:?} expected in {problems:#?}"
+    );
+    found[0]
+}
+
+/// The only problem, asserting its path and line.
+fn only(text: &str, path: &str, line: usize) -> ConfigProblem {
+    let problems = problems(text);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let p = problems[0].clone();
+    assert_eq!(p.path, path, "{p:#?}");
+    assert_eq!(p.line, Some(line), "{p:#?}");
+    p
+}
+
+const OPENAI: &str = r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+"#;
+
+#[test]
+fn example_sluice_toml_parses_and_states_the_defaults() {
+    let config = load(SLUICE_TOML).unwrap();
+    // The example's [policy] and [server] values are the defaults, so its comments and the
+    // code cannot drift apart.
+    assert_eq!(config.policy, RetryPolicy::default());
+    assert_eq!(
+        config.server,
+        ServerConfig {
+            api_keys_env: Some("SLUICE_API_KEYS".into()),
+            ..ServerConfig::default()
+        }
+    );
+    assert_eq!(config.providers.len(), 2);
+    assert_eq!(
+        config.provider("openai").unwrap().headers,
+        vec![("OpenAI-Organization".to_owned(), "org-123".to_owned())]
+    );
+    let Some(ProviderKind::Mock(mock)) = config.provider("mock").map(|p| &p.kind) else {
+        panic!("{config:#?}")
+    };
+    assert_eq!(
+        *mock,
+        MockConfig {
+            p_429: 0.3,
+            retry_after: Some(Duration::from_secs(1)),
+            context_limit: Some(100_000),
+            ..MockConfig::default()
+        }
+    );
+    let fast = config.model("fast").unwrap();
+    assert_eq!(fast.targets.len(), 2);
+    assert_eq!(fast.targets[1].to_string(), "mock/mock-1");
+    assert_eq!(fast.policy.max_retries, 2);
+    assert_eq!(fast.policy.first_token_timeout, Duration::from_secs(20));
+    assert_eq!(
+        config.model("gpt-4o").unwrap().policy,
+        RetryPolicy::default()
+    );
+}
+
+#[test]
+fn example_minimal_toml_parses() {
+    let config = Config::from_toml_str_with_env(MINIMAL_TOML, None, &empty_env).unwrap();
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.policy, RetryPolicy::default());
+    assert_eq!(
+        config.models[0].targets[0].to_string(),
+        "openai/gpt-4o-mini"
+    );
+}
+
+#[test]
+fn examples_load_from_their_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let path = dir.join("minimal.toml");
+    let config = Config::from_path(&path).unwrap();
+    assert_eq!(config.source.as_deref(), Some(path.as_path()));
+}
+
+#[test]
+fn the_issue_contract_parses_to_the_expected_values() {
+    let config = load(CONTRACT).unwrap();
+    assert_eq!(
+        config.server,
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            api_keys_env: Some("SLUICE_API_KEYS".into()),
+            max_body: 32 * 1024 * 1024,
+            ..ServerConfig::default()
+        }
+    );
+    let expected_policy = RetryPolicy {
+        max_retries: 5,
+        backoff: Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60)).unwrap(),
+        max_retry_after: Duration::from_secs(60),
+        deadline: Duration::from_secs(600),
+        first_token_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        ..RetryPolicy::default()
+    };
+    assert_eq!(config.policy, expected_policy);
+    assert_eq!(
+        config.providers,
+        vec![ProviderConfig {
+            name: "openai".into(),
+            kind: ProviderKind::OpenAi {
+                base_url: "https://api.openai.com/v1".into()
+            },
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            headers: Vec::new(),
+        }]
+    );
+    assert_eq!(
+        config.models,
+        vec![ModelConfig {
+            name: "fast".into(),
+            targets: vec![TargetRef {
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into()
+            }],
+            policy: expected_policy,
+            fallback_on_content_policy: false,
+        }]
+    );
+    assert_eq!(config.source, None);
+    let source = Path::new("/etc/sluice.toml");
+    let config = Config::from_toml_str_with_env(CONTRACT, Some(source), &test_env).unwrap();
+    assert_eq!(config.source.as_deref(), Some(source));
+}
+
+#[test]
+fn an_empty_file_is_the_default_config() {
+    let config = load("").unwrap();
+    assert_eq!(config, Config::default());
+    assert!(config.providers.is_empty() && config.models.is_empty());
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.policy, RetryPolicy::default());
+}
+
+#[test]
+fn model_overrides_merge_over_policy() {
+    let text = format!(
+        r#"
+[policy]
+max_retries = 7
+base_delay = "2s"
+deadline = "5m"
+{OPENAI}
+[[models]]
+name = "a"
+targets = ["openai/x"]
+max_retries = 1
+max_delay = "30s"
+idle_timeout = "5s"
+fallback_on_content_policy = true
+
+[[models]]
+name = "b"
+targets = ["openai/y"]
+"#
+    );
+    let config = load(&text).unwrap();
+    let policy = &config.policy;
+    assert_eq!(policy.max_retries, 7);
+    assert_eq!(policy.backoff.base(), Duration::from_secs(2));
+    assert_eq!(policy.deadline, Duration::from_secs(300));
+    assert_eq!(policy.idle_timeout, RetryPolicy::default().idle_timeout);
+
+    let a = config.model("a").unwrap();
+    assert_eq!(
+        a.policy,
+        RetryPolicy {
+            max_retries: 1,
+            backoff: Backoff::try_new(Duration::from_secs(2), Duration::from_secs(30)).unwrap(),
+            idle_timeout: Duration::from_secs(5),
+            ..policy.clone()
+        }
+    );
+    assert!(a.fallback_on_content_policy);
+    let b = config.model("b").unwrap();
+    assert_eq!(b.policy, *policy);
+    assert!(!b.fallback_on_content_policy);
+}
+
+#[test]
+fn a_target_model_may_contain_slashes() {
+    let text = format!(
+        "{OPENAI}\n[[models]]\nname = \"llama\"\ntargets = [\"openai/meta-llama/llama-3-70b\"]\n"
+    );
+    let config = load(&text).unwrap();
+    let target = &config.models[0].targets[0];
+    assert_eq!(target.provider, "openai");
+    assert_eq!(target.model, "meta-llama/llama-3-70b");
+    assert_eq!(target.to_string(), "openai/meta-llama/llama-3-70b");
+}
+
+#[test]
+fn toml_syntax_error_has_line_and_column() {
+    let p = only("[server]\nlisten = \n", "", 2);
+    assert_eq!(p.column, Some(10));
+    assert!(p.message.starts_with("invalid TOML: "), "{p:#?}");
+}
+
+#[test]
+fn unknown_key_names_the_key_and_its_line() {
+    let p = only(
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n",
+        "server.lisen",
+        3,
+    );
+    assert_eq!(p.column, Some(1));
+    assert!(p.message.contains("unknown field `lisen`"), "{p:#?}");
+
+    let text =
+        format!("{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"openai/x\"]\nmax_retires = 3\n");
+    let p = only(&text, "models[0].max_retires", 10);
+    assert!(p.message.contains("max_retires"), "{p:#?}");
+
+    let p = only("bogus = 1\n", "bogus", 1);
+    assert!(p.message.contains("bogus"), "{p:#?}");
+
+    let text = "[[providers]]\nname = \"m\"\nkind = \"mock\"\n[providers.mock]\np_42 = 0.1\n";
+    let p = only(text, "providers[0].mock.p_42", 5);
+    assert!(p.message.contains("p_42"), "{p:#?}");
+}
+
+#[test]
+fn a_number_for_a_duration_is_rejected_with_an_example() {
+    let p = only("[policy]\ndeadline = 600\n", "policy.deadline", 2);
+    assert!(
+        p.message
+            .contains(r#"expected a duration like "1s" or "250ms""#),
+        "{p:#?}"
+    );
+    let p = only("[server]\nmax_body = 1024\n", "server.max_body", 2);
+    assert!(p.message.contains(r#"a size like "32MiB""#), "{p:#?}");
+}
+
+#[test]
+fn bad_durations_are_reported_with_an_example() {
+    let problems = problems("[policy]\ndeadline = \"10 parsecs\"\nidle_timeout = \"soon\"\n");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    let p = at(&problems, "policy.deadline");
+    assert_eq!(p.line, Some(2));
+    assert_eq!(p.column, Some(12));
+    assert!(
+        p.message
+            .starts_with(r#"expected a duration like "1s" or "250ms", got "10 parsecs""#),
+        "{p:#?}"
+    );
+    assert_eq!(at(&problems, "policy.idle_timeout").line, Some(3));
+
+    let p = only(
+        "[server]\ndrain_timeout = \"1000 years\"\n",
+        "server.drain_timeout",
+        2,
+    );
+    assert!(p.message.contains("too long"), "{p:#?}");
+}
+
+#[test]
+fn bad_sizes_are_reported() {
+    let p = only("[server]\nmax_body = \"lots\"\n", "server.max_body", 2);
+    assert!(
+        p.message.contains(r#"expected a size like "32MiB""#),
+        "{p:#?}"
+    );
+    let p = only("[server]\n\nmax_body = \"0B\"\n", "server.max_body", 3);
+    assert_eq!(p.message, "must be greater than zero");
+    let config = load("[server]\nmax_body = \"512KiB\"\n").unwrap();
+    assert_eq!(config.server.max_body, 512 * 1024);
+}
+
+#[test]
+fn listen_must_be_a_socket_address() {
+    let p = only(
+        "[server]\nlisten = \"localhost:8080\"\n",
+        "server.listen",
+        2,
+    );
+    assert!(p.message.contains("127.0.0.1:8080"), "{p:#?}");
+    let config = load("[server]\nlisten = \"[::1]:9000\"\n").unwrap();
+    assert_eq!(config.server.listen, "[::1]:9000".parse().unwrap());
+}
+
+#[test]
+fn zero_server_timeouts_are_rejected() {
+    let p = only(
+        "[server]\nheader_read_timeout = \"0s\"\n",
+        "server.header_read_timeout",
+        2,
+    );
+    assert_eq!(p.message, "must be greater than zero");
+}
+
+#[test]
+fn api_keys_env_unset_or_empty_fails_closed() {
+    let text = "[server]\napi_keys_env = \"SLUICE_TEST_KEYS_UNSET\"\n";
+    let p = only(text, "server.api_keys_env", 2);
+    assert_eq!(
+        p.message,
+        "variable SLUICE_TEST_KEYS_UNSET named by server.api_keys_env is not set"
+    );
+
+    let blank = |name: &str| (name == "BLANK").then(|| " , ".to_owned());
+    let err = Config::from_toml_str_with_env("[server]\napi_keys_env = \"BLANK\"\n", None, &blank)
+        .unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(
+        err.problems[0]
+            .message
+            .starts_with("variable BLANK named by server.api_keys_env is empty"),
+        "{err}"
+    );
+
+    // A value that is not a variable name (a pasted key) is refused and not echoed.
+    let p = only(
+        "[server]\napi_keys_env = \"sk-secret-123\"\n",
+        "server.api_keys_env",
+        2,
+    );
+    assert!(!p.message.contains("sk-secret"), "{p:#?}");
+}
+
+#[test]
+fn duplicate_provider_and_model_names_are_reported() {
+    let text = r#"
+[[providers]]
+name = "m"
+kind = "mock"
+
+[[providers]]
+name = "m"
+kind = "mock"
+
+[[models]]
+name = "x"
+targets = ["m/a"]
+
+[[models]]
+name = "x"
+targets = ["m/b"]
+"#;
+    let problems = problems(text);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    let p = at(&problems, "providers[1].name");
+    assert_eq!(p.line, Some(7));
+    assert!(p.message.contains("first defined on line 3"), "{p:#?}");
+    let p = at(&problems, "models[1].name");
+    assert_eq!(p.line, Some(15));
+    assert!(p.message.contains("duplicate model name \"x\""), "{p:#?}");
+}
+
+#[test]
+fn bad_provider_names_are_reported() {
+    let p = only(
+        "[[providers]]\nname = \"a/b\"\nkind = \"mock\"\n",
+        "providers[0].name",
+        2,
+    );
+    assert!(p.message.contains("invalid provider name"), "{p:#?}");
+    let p = only("[[providers]]\nkind = \"mock\"\n", "providers[0]", 1);
+    assert!(p.message.contains("`name`"), "{p:#?}");
+}
+
+#[test]
+fn targets_must_name_defined_providers() {
+    let text = format!(
+        "{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"openai/x\", \"anthropic/claude\"]\n"
+    );
+    let p = only(&text, "models[0].targets[1]", 9);
+    assert_eq!(p.column, Some(24));
+    assert!(
+        p.message.contains("unknown provider \"anthropic\""),
+        "{p:#?}"
+    );
+    assert!(
+        p.message.contains("defined providers: \"openai\""),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn targets_must_be_provider_slash_model() {
+    let text = format!(
+        "{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"gpt-4o\", \"openai/\", \"/x\"]\n"
+    );
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    for j in 0..3 {
+        let p = at(&problems, &format!("models[0].targets[{j}]"));
+        assert_eq!(p.line, Some(9));
+        assert!(
+            p.message.starts_with("expected \"provider/model\""),
+            "{p:#?}"
+        );
+    }
+}
+
+#[test]
+fn targets_must_be_present_and_non_empty() {
+    let text = format!("{OPENAI}\n[[models]]\nname = \"m\"\ntargets = []\n");
+    let p = only(&text, "models[0].targets", 9);
+    assert!(p.message.contains("at least one target"), "{p:#?}");
+    let text = format!("{OPENAI}\n[[models]]\nname = \"m\"\n");
+    let p = only(&text, "models[0]", 7);
+    assert!(p.message.contains("`targets`"), "{p:#?}");
+    let text = format!("{OPENAI}\n[[models]]\nname = \"\"\ntargets = [\"openai/x\"]\n");
+    only(&text, "models[0].name", 8);
+}
+
+#[test]
+fn max_delay_below_base_delay_uses_the_backoff_message() {
+    let text = "[policy]\nbase_delay = \"10s\"\nmax_delay = \"5s\"\n";
+    let p = only(text, "policy.max_delay", 3);
+    let expected = Backoff::try_new(Duration::from_secs(10), Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    // PolicyError displays as "max_delay: {message}"; the key is already in the path.
+    assert_eq!(format!("max_delay: {}", p.message), expected);
+
+    // A model whose override conflicts with an inherited value is told so.
+    let text = format!(
+        "[policy]\nmax_delay = \"5s\"\n{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"openai/x\"]\nbase_delay = \"10s\"\n"
+    );
+    let p = only(&text, "models[0].max_delay", 12);
+    assert!(
+        p.message
+            .ends_with("(max_delay is inherited from [policy])"),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn every_zero_policy_duration_is_reported() {
+    let text = "[policy]\ndeadline = \"0s\"\nconnect_timeout = \"0ms\"\nbase_delay = \"0s\"\n";
+    let problems = problems(text);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let p = at(&problems, "policy.deadline");
+    assert_eq!(
+        (p.line, p.message.as_str()),
+        (Some(2), "must be greater than zero")
+    );
+    assert_eq!(at(&problems, "policy.connect_timeout").line, Some(3));
+    assert_eq!(at(&problems, "policy.base_delay").line, Some(4));
+    // In file order.
+    let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [Some(2), Some(3), Some(4)]);
+}
+
+#[test]
+fn invalid_mock_probabilities_are_reported_at_their_keys() {
+    let text = r#"[[providers]]
+name = "m"
+kind = "mock"
+[providers.mock]
+p_429 = 0.7
+p_cut = 0.7
+p_stall = -0.1
+"#;
+    let problems = problems(text);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    let p = at(&problems, "providers[0].mock.p_stall");
+    assert_eq!(p.line, Some(7));
+    assert!(p.message.contains("between 0 and 1"), "{p:#?}");
+    let p = at(&problems, "providers[0].mock");
+    assert_eq!(p.line, Some(4));
+    assert!(p.message.contains("sum to at most 1"), "{p:#?}");
+}
+
+#[test]
+fn a_mock_table_on_an_openai_provider_is_an_error() {
+    let text = format!("{OPENAI}[providers.mock]\nchunks = 3\n");
+    let p = only(&text, "providers[0].mock", 6);
+    assert!(
+        p.message.contains("only allowed with kind = \"mock\""),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn base_url_is_required_for_openai_and_refused_for_mock() {
+    let p = only(
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\n",
+        "providers[0].base_url",
+        3,
+    );
+    assert!(p.message.contains("needs base_url"), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"api.openai.com\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    assert!(p.message.contains("not a valid URL"), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"ftp://x/v1\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    assert!(p.message.contains("http://"), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"https://u:hunter2@x/v1\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    assert!(!p.message.contains("hunter2"), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"\nbase_url = \"http://x\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    assert!(
+        p.message.contains("not allowed with kind = \"mock\""),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn unknown_and_planned_kinds_are_rejected() {
+    let p = only(
+        "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\n",
+        "providers[0].kind",
+        3,
+    );
+    assert!(p.message.contains("not supported yet"), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"a\"\nkind = \"gemini\"\n",
+        "providers[0].kind",
+        3,
+    );
+    assert!(
+        p.message.contains("unknown provider kind \"gemini\""),
+        "{p:#?}"
+    );
+    let p = only("[[providers]]\nname = \"a\"\n", "providers[0]", 1);
+    assert!(p.message.contains("`kind`"), "{p:#?}");
+}
+
+#[test]
+fn credential_headers_and_bad_header_values_are_refused() {
+    let text = format!(
+        "{OPENAI}headers = {{ Authorization = \"Bearer sk-1\", \"X-Ok\" = \"bad\\nvalue\", \"bad name\" = \"v\" }}\n"
+    );
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let p = at(&problems, "providers[0].headers.Authorization");
+    assert_eq!(p.line, Some(6));
+    assert!(p.message.contains("api_key_env"), "{p:#?}");
+    let p = at(&problems, "providers[0].headers.X-Ok");
+    assert!(!p.message.contains("bad\nvalue"), "{p:#?}");
+    at(&problems, "providers[0].headers.\"bad name\"");
+    let text = format!("{OPENAI}headers = {{ \"x-api-key\" = \"k\" }}\n");
+    only(&text, "providers[0].headers.x-api-key", 6);
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let text = r#"[server]
+listen = "nowhere"
+api_keys_env = "SLUICE_TEST_UNSET"
+max_body = "huge"
+
+[policy]
+base_delay = "2s"
+max_delay = "1s"
+deadline = "0s"
+
+[[providers]]
+name = "openai"
+kind = "openai"
+
+[[providers]]
+name = "openai"
+kind = "mock"
+[providers.mock]
+p_429 = 2.0
+
+[[models]]
+name = "fast"
+targets = ["nope/x", "gpt"]
+first_token_timeout = "eventually"
+"#;
+    let problems = problems(text);
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.listen",
+            "server.api_keys_env",
+            "server.max_body",
+            "policy.max_delay",
+            "policy.deadline",
+            "providers[0].base_url",
+            "providers[1].name",
+            "providers[1].mock.p_429",
+            "models[0].targets[0]",
+            "models[0].targets[1]",
+            "models[0].first_token_timeout",
+        ],
+        "{problems:#?}"
+    );
+    let lines: Vec<usize> = problems.iter().map(|p| p.line.unwrap()).collect();
+    assert_eq!(lines, [2, 3, 4, 8, 9, 13, 16, 19, 23, 23, 24]);
+}
+
+#[test]
+fn display_is_one_problem_per_line_with_file_line_and_column() {
+    let text = "[server]\nlisten = \"nowhere\"\n\n[policy]\ndeadline = \"0s\"\n";
+    let err = Config::from_toml_str_with_env(text, Some(Path::new("sluice.toml")), &test_env)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sluice.toml:2:10: server.listen: expected an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\", got \"nowhere\"\n\
+         sluice.toml:5:12: policy.deadline: must be greater than zero"
+    );
+    let err = load("[policy]\ndeadline = \"0s\"\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "<config>:2:12: policy.deadline: must be greater than zero"
+    );
+    let problem = ConfigProblem {
+        path: String::new(),
+        line: None,
+        column: None,
+        message: "m".into(),
+    };
+    assert_eq!(problem.to_string(), "<config>: m");
+}
+
+#[test]
+fn an_unreadable_file_is_reported_with_its_path() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("no-such-config.toml");
+    let err = Config::from_path(&path).unwrap_err();
+    assert_eq!(err.file.as_deref(), Some(path.as_path()));
+    assert_eq!(err.problems.len(), 1);
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!("{}: cannot read", path.display())),
+        "{shown}"
+    );
+}
+
+#[test]
+fn warnings_name_unset_provider_key_variables_only() {
+    let config = load(SLUICE_TOML).unwrap();
+    let warnings = config.warnings_with_env(&test_env);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("providers[0].api_key_env: variable OPENAI_API_KEY is not set")
+    );
+    let all_set = |_: &str| Some("secret-value".to_owned());
+    assert!(config.warnings_with_env(&all_set).is_empty());
+    let blank = |_: &str| Some(String::new());
+    assert!(config.warnings_with_env(&blank)[0].contains("is empty"));
+}
+
+#[test]
+fn provider_debug_redacts_header_values() {
+    let config = load(SLUICE_TOML).unwrap();
+    let shown = format!("{:?}", config.provider("openai").unwrap());
+    assert!(shown.contains("OpenAI-Organization"), "{shown}");
+    assert!(!shown.contains("org-123"), "{shown}");
+}
+
+#[test]
+fn wrong_value_types_point_at_their_key() {
+    let p = only(
+        "[[models]]\nname = \"m\"\ntargets = [\"openai/x\", 1]\n",
+        "models[0].targets[1]",
+        3,
+    );
+    assert!(p.message.contains("expected a string"), "{p:#?}");
+    let text = format!("{OPENAI}headers = {{ a = 1 }}\n");
+    only(&text, "providers[0].headers.a", 6);
+    let p = only("[policy]\nmax_retries = -1\n", "policy.max_retries", 2);
+    assert!(p.message.contains("-1"), "{p:#?}");
+    let p = only(
+        "[[models]]\nname = \"m\"\n[[models]]\nname = 2\n",
+        "models[1].name",
+        4,
+    );
+    assert_eq!(p.column, Some(8));
+}

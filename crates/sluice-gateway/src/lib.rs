@@ -1,0 +1,274 @@
+//! `sluice-gateway`: the Sluice executor behind an OpenAI-compatible HTTP API.
+//!
+//! - [`Config`] is the validated configuration (TOML in two stages: parse, then validate with
+//!   every problem reported with its key path and line, see [`ConfigError`]).
+//! - [`Gateway`] is built from a `Config`: it starts in-process mock providers, builds the
+//!   `sluice::Client` with one route per `[[models]]` entry, and serves [`router`] on a socket
+//!   with a header read timeout and a graceful drain ([`Gateway::serve`], [`Gateway::start`]).
+//! - [`router`] is the axum router over an [`AppState`]; tests drive it without a socket.
+//! - [`ApiError`] is every error the gateway returns, in OpenAI's error format.
+//!
+//! The commit-point rule holds on the wire: nothing, not even the status line, is written to
+//! the client before the executor commits; after it, a failure ends the SSE stream with an
+//! error event and no `[DONE]`.
+
+mod app;
+mod config;
+mod error;
+mod server;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+pub use app::{AppState, RequestId, router};
+pub use config::{
+    Config, ConfigError, ConfigProblem, ModelConfig, ProviderConfig, ProviderKind, ServerConfig,
+    TargetRef,
+};
+pub use error::ApiError;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sluice::{ApiKey, Client, Endpoint, OpenAiAdapter};
+use sluice_mock::MockServer;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A mock provider could not bind its port.
+    #[error("provider {provider}: the built-in mock could not start: {source}")]
+    Mock {
+        /// Provider name.
+        provider: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The client could not be built from the configuration.
+    #[error(transparent)]
+    Client(#[from] sluice::BuildError),
+    /// A configured header is not a valid HTTP header.
+    #[error("provider {provider}: header {name:?} is not a valid HTTP header")]
+    Header {
+        /// Provider name.
+        provider: String,
+        /// Header name.
+        name: String,
+    },
+    /// `server.api_keys_env` names a variable that is unset or empty.
+    #[error("server.api_keys_env: variable {0} is not set or holds no keys")]
+    ClientKeys(String),
+}
+
+/// How models that match no `[[models]]` entry and no `provider/` prefix are served.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOptions {
+    /// Send them to this provider with the model name unchanged (`sluice serve --upstream`).
+    /// `None`: they are unknown (404).
+    pub default_provider: Option<String>,
+    /// Client keys supplied directly (from a secret manager, or a test) instead of through
+    /// `server.api_keys_env`. `Some` turns auth on.
+    pub client_keys: Option<Vec<String>>,
+}
+
+/// A gateway built from a [`Config`], ready to serve.
+#[derive(Debug)]
+pub struct Gateway {
+    state: Arc<AppState>,
+    config: Config,
+    abort_streams: watch::Sender<bool>,
+    mocks: Vec<(String, MockServer)>,
+}
+
+impl Gateway {
+    /// Builds the client, starts mock providers and reads client keys.
+    pub async fn build(config: Config, options: GatewayOptions) -> Result<Self, StartError> {
+        let mut mocks = Vec::new();
+        let mut builder = Client::builder().policy(config.policy.clone());
+        for provider in &config.providers {
+            let base_url = match &provider.kind {
+                ProviderKind::OpenAi { base_url } => base_url.clone(),
+                ProviderKind::Mock(mock) => {
+                    let server = MockServer::start(mock.clone()).await.map_err(|source| {
+                        StartError::Mock {
+                            provider: provider.name.clone(),
+                            source,
+                        }
+                    })?;
+                    let url = server.base_url();
+                    mocks.push((provider.name.clone(), server));
+                    url
+                }
+            };
+            let mut headers = HeaderMap::new();
+            for (name, value) in &provider.headers {
+                let bad = || StartError::Header {
+                    provider: provider.name.clone(),
+                    name: name.clone(),
+                };
+                let name = HeaderName::try_from(name.as_str()).map_err(|_| bad())?;
+                let value = HeaderValue::try_from(value.as_str()).map_err(|_| bad())?;
+                headers.insert(name, value);
+            }
+            builder = builder.endpoint(Endpoint {
+                name: Arc::from(provider.name.as_str()),
+                base_url,
+                api_key: provider.api_key_env.as_deref().and_then(ApiKey::from_env),
+                headers,
+                adapter: Arc::new(OpenAiAdapter),
+            });
+        }
+        builder = builder.default_endpoint(options.default_provider.as_deref());
+        let mut models = Vec::new();
+        for model in &config.models {
+            let targets: Vec<String> = model.targets.iter().map(ToString::to_string).collect();
+            let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+            builder = builder.route_with_policy(
+                &model.name,
+                &targets,
+                model.policy.clone(),
+                model.fallback_on_content_policy,
+            );
+            models.push(model.name.clone());
+        }
+        let client = builder.build()?;
+        let client_keys = match (&options.client_keys, &config.server.api_keys_env) {
+            (Some(keys), _) => Some(keys.clone()),
+            (None, None) => None,
+            (None, Some(var)) => {
+                let keys: Vec<String> = std::env::var(var)
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect();
+                if keys.is_empty() {
+                    return Err(StartError::ClientKeys(var.clone()));
+                }
+                Some(keys)
+            }
+        };
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let state = Arc::new(AppState {
+            client,
+            models,
+            client_keys,
+            max_body: config.server.max_body,
+            body_read_timeout: config.server.body_read_timeout,
+            draining: AtomicBool::new(false),
+            abort_streams: abort_rx,
+        });
+        Ok(Self {
+            state,
+            config,
+            abort_streams: abort_tx,
+            mocks,
+        })
+    }
+
+    /// The router over this gateway's state.
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone())
+    }
+
+    /// The shared state (the client, model list, keys).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The configuration the gateway was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Base URLs of the in-process mock providers, by provider name.
+    pub fn mock_urls(&self) -> Vec<(String, String)> {
+        self.mocks
+            .iter()
+            .map(|(n, m)| (n.clone(), m.base_url()))
+            .collect()
+    }
+
+    /// The in-process mock provider named `name`.
+    pub fn mock(&self, name: &str) -> Option<&MockServer> {
+        self.mocks.iter().find(|(n, _)| n == name).map(|(_, m)| m)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        let router = self.router();
+        let options = server::ServeOptions {
+            header_read_timeout: self.config.server.header_read_timeout,
+            drain_timeout: self.config.server.drain_timeout,
+        };
+        let Self {
+            state,
+            abort_streams,
+            mocks,
+            ..
+        } = self;
+        let result = server::serve(listener, router, state, abort_streams, options, shutdown).await;
+        drop(mocks);
+        result
+    }
+
+    /// Serves on `listener` in a background task; the handle stops it.
+    pub fn start(self, listener: TcpListener) -> io::Result<GatewayHandle> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(GatewayHandle {
+            addr,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+}
+
+/// A gateway serving in the background.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl GatewayHandle {
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/v1`, the `base_url` for OpenAI SDKs.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Starts the graceful shutdown and waits for it to finish.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        if self.shutdown.is_some() {
+            self.task.abort();
+        }
+    }
+}
