@@ -182,6 +182,7 @@ struct Bench {
     procs: Vec<Proc>,
     problems: Vec<String>,
     started: Instant,
+    machine: Value,
 }
 
 impl Bench {
@@ -193,6 +194,7 @@ impl Bench {
             procs: Vec::new(),
             problems: Vec::new(),
             started: Instant::now(),
+            machine: machine(),
         }
     }
 
@@ -551,7 +553,7 @@ impl Bench {
     fn report(&self, scenarios: BTreeMap<&'static str, Value>) -> Value {
         let targets = targets(&self.args, &scenarios);
         json!({
-            "machine": machine(),
+            "machine": self.machine,
             "git": git_head(),
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "gateway": if self.args.mock_as_gateway { "mock (harness self-test, not the gateway)" } else { "sluice serve" },
@@ -817,8 +819,13 @@ fn machine() -> Value {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .map(|s| s.trim().to_owned());
+    // Other work on the machine skews every figure; record how busy it was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     json!({
         "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "loadavg_at_start": loadavg,
         "cpu": model,
         "memory_mib": parse_status_kib(&meminfo, "MemTotal").map(|k| k / 1024),
         "kernel": kernel,

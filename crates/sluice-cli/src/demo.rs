@@ -8,9 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use sluice::RetryPolicy;
 use sluice_core::Backoff;
-use sluice_gateway::{
-    Config, Gateway, GatewayOptions, ModelConfig, ProviderConfig, ProviderKind, TargetRef,
-};
+use sluice_gateway::{Config, Gateway, GatewayOptions, ModelConfig, ProviderConfig};
 use sluice_mock::{MockConfig, MockServer};
 
 use crate::loadgen::{self, LoadReport, LoadSpec};
@@ -77,23 +75,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         policy: policy.clone(),
         ..Config::default()
     };
-    config.providers.push(ProviderConfig {
-        name: "mock".into(),
-        kind: ProviderKind::OpenAi {
-            base_url: mock.base_url(),
-        },
-        api_key_env: None,
-        headers: Vec::new(),
-    });
-    config.models.push(ModelConfig {
-        name: "demo".into(),
-        targets: vec![TargetRef {
-            provider: "mock".into(),
-            model: "mock-1".into(),
-        }],
-        policy,
-        fallback_on_content_policy: false,
-    });
+    config
+        .providers
+        .push(ProviderConfig::openai("mock", &mock.base_url()));
+    config
+        .models
+        .push(ModelConfig::new("demo", &["mock/mock-1"], policy));
     let gateway = match Gateway::build(config, GatewayOptions::default()).await {
         Ok(g) => g,
         Err(e) => {

@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sluice_core::{ErrorSignal, SseItem, SseParser, classify};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 /// What to send. `Default` gives 100 closed-loop non-streaming requests, one at a time, to
@@ -267,6 +269,11 @@ impl Shared {
 
 /// Runs `spec` and reports. `progress`, if given, is called with (finished, total) at most
 /// every 100 ms and once at the end.
+///
+/// An open loop keeps its timetable on a dedicated thread that sleeps with
+/// [`std::thread::park_timeout`] (microsecond precision) and spawns each request onto the
+/// current runtime at its scheduled instant: the runtime's own timer has millisecond
+/// granularity, which would add up to a millisecond of the generator's lag to every latency.
 pub async fn run_load(
     client: &reqwest::Client,
     spec: &LoadSpec,
@@ -274,7 +281,6 @@ pub async fn run_load(
 ) -> LoadReport {
     let total = spec.requests;
     let rate = spec.rate.filter(|r| r.is_finite() && *r > 0.0);
-    let concurrency = spec.concurrency.max(1);
     let shared = match Shared::new(spec) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -296,55 +302,76 @@ pub async fn run_load(
             );
         }
     };
-
-    let start = Instant::now();
-    let scheduled_at = |i: usize| match rate {
-        Some(r) => start + Duration::from_secs_f64(i as f64 / r),
-        None => start,
+    let progress = Progress::new(progress, total);
+    let (outcomes, elapsed, end) = match rate {
+        Some(rate) => run_open(client, shared, spec, rate, &progress).await,
+        None => run_closed(client, shared, spec, &progress).await,
     };
+    progress.finish(outcomes.len() + end.failed_extra.get("panic").copied().unwrap_or(0) as usize);
+    summarize(spec, rate, outcomes, elapsed, end)
+}
+
+/// Throttled progress reports.
+struct Progress<'a> {
+    report: Option<&'a dyn Fn(usize, usize)>,
+    total: usize,
+    last: parking_lot::Mutex<Instant>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(report: Option<&'a dyn Fn(usize, usize)>, total: usize) -> Self {
+        Progress {
+            report,
+            total,
+            last: parking_lot::Mutex::new(Instant::now()),
+        }
+    }
+
+    fn update(&self, done: usize) {
+        let Some(report) = self.report else { return };
+        let mut last = self.last.lock();
+        if done < self.total && last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        *last = Instant::now();
+        drop(last);
+        report(done, self.total);
+    }
+
+    fn finish(&self, done: usize) {
+        if let Some(report) = self.report {
+            report(done, self.total);
+        }
+    }
+}
+
+/// Closed loop: `concurrency` requests in flight, one task each.
+async fn run_closed(
+    client: &reqwest::Client,
+    shared: Arc<Shared>,
+    spec: &LoadSpec,
+    progress: &Progress<'_>,
+) -> (Vec<RequestOutcome>, Duration, RunEnd) {
+    let total = spec.requests;
+    let concurrency = spec.concurrency.max(1);
+    let start = Instant::now();
     let deadline = spec.max_duration.map(|d| start + d);
     let stop = tokio::time::sleep_until(deadline.unwrap_or(start));
     tokio::pin!(stop);
-    let timetable = tokio::time::sleep_until(start);
-    tokio::pin!(timetable);
-    let mut armed_for: Option<Instant> = None;
-
     let mut tasks: JoinSet<RequestOutcome> = JoinSet::new();
     let mut outcomes = Vec::with_capacity(total);
     let mut next = 0usize;
     let mut max_in_flight = 0usize;
-    let mut last_progress = start;
     let mut stopped_early = false;
     let mut panicked = 0u64;
-
     loop {
-        // Dispatch: up to the concurrency (closed) or everything already due (open).
-        let now = Instant::now();
-        while next < total {
-            let at = match rate {
-                None if tasks.len() >= concurrency => break,
-                None => now,
-                Some(_) => {
-                    let at = scheduled_at(next);
-                    if at > now {
-                        break;
-                    }
-                    at
-                }
-            };
-            tasks.spawn(execute(client.clone(), shared.clone(), at));
+        while next < total && tasks.len() < concurrency {
+            tasks.spawn(execute(client.clone(), shared.clone(), Instant::now()));
             next += 1;
         }
         max_in_flight = max_in_flight.max(tasks.len());
-        if next >= total && tasks.is_empty() {
+        if tasks.is_empty() {
             break;
-        }
-        let wake = (rate.is_some() && next < total).then(|| scheduled_at(next));
-        if let Some(at) = wake
-            && armed_for != Some(at)
-        {
-            timetable.as_mut().reset(at);
-            armed_for = Some(at);
         }
         tokio::select! {
             biased;
@@ -352,23 +379,13 @@ pub async fn run_load(
                 stopped_early = true;
                 break;
             }
-            () = &mut timetable, if wake.is_some() => {
-                armed_for = None;
-            }
             Some(joined) = tasks.join_next() => {
                 match joined {
                     Ok(outcome) => outcomes.push(outcome),
                     Err(_) => panicked += 1,
                 }
-                if let Some(report) = progress {
-                    let done = outcomes.len() + panicked as usize;
-                    if done == total || last_progress.elapsed() >= Duration::from_millis(100) {
-                        last_progress = Instant::now();
-                        report(done, total);
-                    }
-                }
+                progress.update(outcomes.len() + panicked as usize);
             }
-            else => break,
         }
     }
     let elapsed = start.elapsed();
@@ -376,31 +393,168 @@ pub async fn run_load(
     if stopped_early {
         let aborted = tasks.len();
         tasks.abort_all();
-        if aborted > 0 {
-            failed_extra.insert("aborted".to_owned(), aborted as u64);
+        insert_nonzero(&mut failed_extra, "aborted", aborted);
+        insert_nonzero(&mut failed_extra, "not_started", total - next);
+    }
+    insert_nonzero(&mut failed_extra, "panic", panicked as usize);
+    let end = RunEnd {
+        failed_extra,
+        samples: Vec::new(),
+        max_in_flight,
+        stopped_early,
+    };
+    (outcomes, elapsed, end)
+}
+
+fn insert_nonzero(map: &mut BTreeMap<String, u64>, key: &str, n: usize) {
+    if n > 0 {
+        map.insert(key.to_owned(), n as u64);
+    }
+}
+
+/// State shared between an open loop's timetable thread, its request tasks and `run_open`.
+#[derive(Debug, Default)]
+struct OpenLoop {
+    stop: AtomicBool,
+    dispatched: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    aborts: parking_lot::Mutex<Vec<AbortHandle>>,
+}
+
+/// Decrements `in_flight` when a request task ends, however it ends.
+struct InFlight(Arc<OpenLoop>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Stops the timetable thread when `run_open` returns or is cancelled.
+struct StopOnDrop(Arc<OpenLoop>, std::thread::Thread);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        self.1.unpark();
+    }
+}
+
+/// Open loop: request `i` starts at `start + i / rate`, latency measured from then.
+async fn run_open(
+    client: &reqwest::Client,
+    shared: Arc<Shared>,
+    spec: &LoadSpec,
+    rate: f64,
+    progress: &Progress<'_>,
+) -> (Vec<RequestOutcome>, Duration, RunEnd) {
+    let total = spec.requests;
+    let state = Arc::new(OpenLoop::default());
+    let (tx, mut rx) = mpsc::unbounded_channel::<RequestOutcome>();
+    let runtime = tokio::runtime::Handle::current();
+    // A little head room so the first requests are not late because the thread is starting.
+    let start = Instant::now() + Duration::from_millis(2);
+    let timetable = {
+        let state = state.clone();
+        let client = client.clone();
+        move || {
+            for i in 0..total {
+                let at = start + Duration::from_secs_f64(i as f64 / rate);
+                loop {
+                    if state.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let now = Instant::now();
+                    if now >= at {
+                        break;
+                    }
+                    std::thread::park_timeout(at - now);
+                }
+                let in_flight = state.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                state.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+                let guard = InFlight(state.clone());
+                let tx = tx.clone();
+                let request = execute(client.clone(), shared.clone(), at);
+                let task = runtime.spawn(async move {
+                    let _guard = guard;
+                    let _ = tx.send(request.await);
+                });
+                state.aborts.lock().push(task.abort_handle());
+                state.dispatched.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        if next < total {
-            failed_extra.insert("not_started".to_owned(), (total - next) as u64);
+    };
+    let thread = match std::thread::Builder::new()
+        .name("loadgen-timetable".into())
+        .spawn(timetable)
+    {
+        Ok(handle) => handle.thread().clone(),
+        Err(e) => {
+            let mut failed_extra = BTreeMap::new();
+            insert_nonzero(&mut failed_extra, "not_started", total);
+            let end = RunEnd {
+                failed_extra,
+                samples: vec![format!("cannot start the timetable thread: {e}")],
+                max_in_flight: 0,
+                stopped_early: true,
+            };
+            return (Vec::new(), Duration::ZERO, end);
+        }
+    };
+    let stopper = StopOnDrop(state.clone(), thread);
+
+    let deadline = spec.max_duration.map(|d| start + d);
+    let stop = tokio::time::sleep_until(deadline.unwrap_or(start));
+    tokio::pin!(stop);
+    let mut outcomes = Vec::with_capacity(total);
+    let mut stopped_early = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop, if deadline.is_some() => {
+                stopped_early = true;
+                break;
+            }
+            received = rx.recv() => match received {
+                Some(outcome) => {
+                    outcomes.push(outcome);
+                    progress.update(outcomes.len());
+                }
+                // The thread and every task have dropped their senders: all done.
+                None => break,
+            }
         }
     }
-    if panicked > 0 {
-        failed_extra.insert("panic".to_owned(), panicked);
+    let elapsed = Instant::now().saturating_duration_since(start);
+    drop(stopper);
+    let dispatched = state.dispatched.load(Ordering::SeqCst);
+    let mut failed_extra = BTreeMap::new();
+    if stopped_early {
+        for task in state.aborts.lock().drain(..) {
+            task.abort();
+        }
+        insert_nonzero(
+            &mut failed_extra,
+            "aborted",
+            dispatched.saturating_sub(outcomes.len()),
+        );
+        insert_nonzero(&mut failed_extra, "not_started", total - dispatched);
+    } else {
+        // Every sender is gone, so a task that sent nothing panicked.
+        insert_nonzero(
+            &mut failed_extra,
+            "panic",
+            dispatched.saturating_sub(outcomes.len()),
+        );
     }
-    if let Some(report) = progress {
-        report(outcomes.len() + panicked as usize, total);
-    }
-    summarize(
-        spec,
-        rate,
-        outcomes,
-        elapsed,
-        RunEnd {
-            failed_extra,
-            samples: Vec::new(),
-            max_in_flight,
-            stopped_early,
-        },
-    )
+    let end = RunEnd {
+        failed_extra,
+        samples: Vec::new(),
+        max_in_flight: state.max_in_flight.load(Ordering::Relaxed),
+        stopped_early,
+    };
+    (outcomes, elapsed, end)
 }
 
 struct RunEnd {

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use sluice::{ApiKey, ChatRequest, Client, Error, Message, RetryPolicy};
 use sluice_core::Backoff;
-use sluice_gateway::{Config, Gateway, GatewayOptions, ProviderConfig, ProviderKind};
+use sluice_gateway::{Config, Gateway, GatewayOptions, ProviderConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -341,20 +341,13 @@ fn serve_config(args: &ServeArgs) -> Result<(Config, GatewayOptions, &'static st
         None if args.upstream.is_some() => (Config::default(), "--upstream"),
         None => {
             let mut config = Config::default();
-            config.providers.push(ProviderConfig {
-                name: "mock".into(),
-                kind: ProviderKind::Mock(args.mock.clone()),
-                api_key_env: None,
-                headers: Vec::new(),
-            });
+            config
+                .providers
+                .push(ProviderConfig::mock("mock", args.mock.clone()));
             if ApiKey::from_env("OPENAI_API_KEY").is_some() {
                 config.providers.push(ProviderConfig {
-                    name: "openai".into(),
-                    kind: ProviderKind::OpenAi {
-                        base_url: "https://api.openai.com/v1".into(),
-                    },
                     api_key_env: Some("OPENAI_API_KEY".into()),
-                    headers: Vec::new(),
+                    ..ProviderConfig::openai("openai", "https://api.openai.com/v1")
                 });
             }
             (config, "embedded default")
@@ -362,12 +355,8 @@ fn serve_config(args: &ServeArgs) -> Result<(Config, GatewayOptions, &'static st
     };
     if let Some(upstream) = &args.upstream {
         config.providers.push(ProviderConfig {
-            name: "upstream".into(),
-            kind: ProviderKind::OpenAi {
-                base_url: upstream.clone(),
-            },
             api_key_env: Some(args.upstream_key_env.clone()),
-            headers: Vec::new(),
+            ..ProviderConfig::openai("upstream", upstream)
         });
         options.default_provider = Some("upstream".into());
     }

@@ -11,24 +11,37 @@
 //!   `retry-after`, `x-should-retry`, `x-ratelimit-reset-*`), parsed by [`ServerHints::from_headers`].
 //! - [`RetryPolicy`] bundles the per-call knobs with their defaults (one place for each default);
 //!   [`RetryPolicy::decide`] turns a classified failure into a [`RetryDecision`].
+//! - [`model_info`] is the model registry: context window, maximum output and tokenizer
+//!   [`Encoding`] of well-known models, by exact name or family prefix.
 //! - [`Deadline`] is the one total deadline of a call, spanning every attempt and sleep.
+//! - [`RetryBudget`] caps retries on a target at a [`BudgetConfig::ratio`] of its real traffic
+//!   plus a small floor, over a rolling window, so an outage cannot become a retry storm.
+//! - [`CircuitBreaker`] tracks one target's health (closed → open → half-open, see
+//!   [`BreakerConfig`]) and answers each call with an [`Admission`], reporting each
+//!   [`Transition`] of its [`BreakerState`].
 //! - [`Observer`] receives a [`CallEvent`] for every attempt, retry, fallback and commit, so
 //!   metrics and logs live outside the policy.
 //! - [`SseParser`] is an incremental Server-Sent-Events parser that accepts any split of the
 //!   byte stream and yields [`SseItem`]s.
 
 mod backoff;
+mod breaker;
+mod budget;
 mod class;
 mod deadline;
 mod hints;
+mod models;
 mod observer;
 mod policy;
 mod sse;
 
 pub use backoff::{Backoff, RandomSource, SplitMix64};
+pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker, Transition};
+pub use budget::{BudgetConfig, RetryBudget};
 pub use class::{Disposition, ErrorClass, ErrorSignal, FallbackRule, classify};
 pub use deadline::Deadline;
 pub use hints::{ServerHints, parse_go_duration};
+pub use models::{Encoding, ModelInfo, model_info};
 pub use observer::{CallEvent, NoopObserver, Observer};
 pub use policy::{GiveUpReason, PolicyError, RetryDecision, RetryPolicy};
 pub use sse::{SseError, SseEvent, SseItem, SseParser};

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ErrorClass, GiveUpReason};
+use crate::{BreakerState, ErrorClass, GiveUpReason};
 
 /// One resilience decision or milestone of a call. Targets are named `provider/model`.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,28 @@ pub enum CallEvent {
         class: ErrorClass,
         /// Why.
         reason: GiveUpReason,
+    },
+    /// A target was passed over without an attempt (breaker open, parked, or a context window
+    /// no larger than the one that overflowed).
+    TargetSkipped {
+        /// Target name.
+        target: Arc<str>,
+        /// Why, as a low-cardinality label (`circuit_open`, `parked`, `smaller_window`).
+        reason: &'static str,
+    },
+    /// A target's circuit breaker changed state.
+    BreakerTransition {
+        /// Target name.
+        target: Arc<str>,
+        /// State before.
+        from: BreakerState,
+        /// State after.
+        to: BreakerState,
+    },
+    /// A retry was refused because the target's retry budget is spent.
+    BudgetExhausted {
+        /// Target name.
+        target: Arc<str>,
     },
     /// The call moves to the next target of its chain.
     FallbackTaken {

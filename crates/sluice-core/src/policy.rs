@@ -134,11 +134,13 @@ impl RetryPolicy {
         RetryDecision::Retry { delay }
     }
 
-    /// The server hint carried by a give-up reason, if the reason was a hint.
+    /// When the caller may come back: the server hint, breaker wait or park carried by a
+    /// give-up reason.
     pub fn hint_of(reason: &GiveUpReason) -> Option<Duration> {
         match reason {
             GiveUpReason::HintTooLong { hint, .. }
             | GiveUpReason::HintBeyondDeadline { hint, .. } => Some(*hint),
+            GiveUpReason::CircuitOpen { wait } | GiveUpReason::Parked { wait } => Some(*wait),
             _ => None,
         }
     }
@@ -203,6 +205,18 @@ pub enum GiveUpReason {
         /// Time left.
         remaining: Duration,
     },
+    /// The target's retry budget is spent: retrying would amplify an outage.
+    BudgetExhausted,
+    /// The target's circuit breaker is open (or its half-open probes are all taken).
+    CircuitOpen {
+        /// Time until the breaker lets a probe through.
+        wait: Duration,
+    },
+    /// The target is parked after a 429 with a hint, for longer than this call can wait.
+    Parked {
+        /// Time until the park ends.
+        wait: Duration,
+    },
 }
 
 impl GiveUpReason {
@@ -215,6 +229,9 @@ impl GiveUpReason {
             Self::HintTooLong { .. } => "hint_too_long",
             Self::HintBeyondDeadline { .. } => "hint_beyond_deadline",
             Self::DeadlineExceeded { .. } => "deadline_exceeded",
+            Self::BudgetExhausted => "budget_exhausted",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::Parked { .. } => "parked",
         }
     }
 }
@@ -244,6 +261,19 @@ impl fmt::Display for GiveUpReason {
                 "the next retry would start after {:.3}s but only {:.3}s remain before the deadline",
                 delay.as_secs_f64(),
                 remaining.as_secs_f64()
+            ),
+            Self::BudgetExhausted => {
+                f.write_str("the target's retry budget is spent (retries are capped to protect it)")
+            }
+            Self::CircuitOpen { wait } => write!(
+                f,
+                "the target's circuit breaker is open for {:.3}s more",
+                wait.as_secs_f64()
+            ),
+            Self::Parked { wait } => write!(
+                f,
+                "the target is parked for {:.3}s more after a rate limit with a retry hint",
+                wait.as_secs_f64()
             ),
         }
     }

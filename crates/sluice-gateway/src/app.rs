@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Dialect};
 
 /// Everything a request handler needs. Built once at start-up by [`crate::Gateway`].
 #[derive(Debug)]
@@ -51,6 +51,7 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(list_models))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -110,20 +111,23 @@ async fn require_client_key(
     let Some(keys) = &state.client_keys else {
         return next.run(req).await;
     };
-    let presented = req
-        .headers()
+    let dialect = dialect_of(req.uri().path());
+    // OpenAI clients send `Authorization: Bearer`, Anthropic clients `x-api-key`.
+    let headers = req.headers();
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(presented) = presented else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
-            "Missing API key: send `Authorization: Bearer <key>` with a key configured for this gateway.",
+            "Missing API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`) with a key configured for this gateway.",
         )
         .with_code("missing_api_key")
-        .into_response();
+        .into_response_for(dialect);
     };
     // Compare against every key without stopping early, each in constant time, so the time
     // taken says nothing about which key (or which prefix) was close.
@@ -140,7 +144,15 @@ async fn require_client_key(
             "Incorrect API key provided for this gateway.",
         )
         .with_code("invalid_api_key")
-        .into_response()
+        .into_response_for(dialect)
+    }
+}
+
+fn dialect_of(path: &str) -> Dialect {
+    if path.starts_with("/v1/messages") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
     }
 }
 
@@ -231,11 +243,11 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Parses a Chat Completions body, with errors that say what to fix.
-fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+/// Reads a body as one JSON object, with errors that say what is wrong.
+fn parse_json_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request(
-            "The request body is empty; send a JSON Chat Completions request.",
+            "The request body is empty; send a JSON request.",
             None,
         ));
     }
@@ -257,6 +269,12 @@ fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
             None,
         ));
     }
+    Ok(value)
+}
+
+/// Parses a Chat Completions body, with errors that say what to fix.
+fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value = parse_json_object(body)?;
     let missing = |field: &str| -> ApiError {
         ApiError::invalid_request(
             format!("Missing required parameter: '{field}'."),
@@ -298,26 +316,61 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(&state, body).await {
+    serve_chat(&state, &headers, body, Dialect::OpenAi).await
+}
+
+async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    serve_chat(&state, &headers, body, Dialect::Anthropic).await
+}
+
+/// Parses the body in the client's dialect into the canonical request.
+fn parse_request(bytes: &[u8], dialect: Dialect) -> Result<ChatRequest, ApiError> {
+    match dialect {
+        Dialect::OpenAi => parse_chat_request(bytes),
+        Dialect::Anthropic => {
+            let value = parse_json_object(bytes)?;
+            sluice_providers::from_anthropic_request(&value)
+                .map_err(|e| ApiError::invalid_request(e.to_string(), Some(&e.field)))
+        }
+    }
+}
+
+/// Both APIs: read, parse into the canonical request, run the one executor, render the answer
+/// (or error) in the client's dialect.
+async fn serve_chat(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    dialect: Dialect,
+) -> Response {
+    let bytes = match read_body(state, body).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.into_response_for(dialect),
     };
-    let req = match parse_chat_request(&bytes) {
+    let req = match parse_request(&bytes, dialect) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.into_response_for(dialect),
     };
     let model = req.model.clone();
     let options = CallOptions {
-        headers: forwarded_headers(&headers),
+        headers: forwarded_headers(headers),
     };
     let span = tracing::info_span!("chat", model = %model, stream = req.is_stream());
     match state.client.execute(req, &options).instrument(span).await {
         Ok(Answer::Response(response, info)) => {
-            let mut resp = axum::Json(&*response).into_response();
+            let mut resp = match dialect {
+                Dialect::OpenAi => axum::Json(&*response).into_response(),
+                Dialect::Anthropic => {
+                    axum::Json(sluice_providers::to_anthropic_response(&response, &model))
+                        .into_response()
+                }
+            };
             call_headers(resp.headers_mut(), &info.target, info.attempts);
             resp
         }
-        Ok(Answer::Stream(stream)) => sse_response(stream, state.abort_streams.clone()),
+        Ok(Answer::Stream(stream)) => {
+            sse_response(stream, state.abort_streams.clone(), dialect, &model)
+        }
         Err(e) => {
             let api = ApiError::from_call(&e);
             if api.status().is_server_error() || api.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -325,7 +378,7 @@ async fn chat_completions(
             } else {
                 tracing::info!(model = %model, status = api.status().as_u16(), "call failed: {e}");
             }
-            api.into_response()
+            api.into_response_for(dialect)
         }
     }
 }
@@ -337,32 +390,97 @@ fn call_headers(headers: &mut HeaderMap, target: &str, attempts: u32) {
     }
 }
 
-/// The committed stream as SSE. Each chunk becomes one `data:` frame, written as it arrives.
-fn sse_response(stream: ChatStream, abort: watch::Receiver<bool>) -> Response {
+/// Turns canonical chunks into the client's SSE frames.
+enum FrameEncoder {
+    OpenAi,
+    Anthropic(Box<sluice_providers::AnthropicStreamEncoder>),
+}
+
+impl FrameEncoder {
+    fn chunk(&mut self, chunk: &sluice::ChatChunk) -> Bytes {
+        match self {
+            Self::OpenAi => frame_bytes(&serde_json::to_vec(chunk).unwrap_or_default()),
+            Self::Anthropic(encoder) => {
+                let mut events = Vec::new();
+                encoder.encode(chunk, &mut events);
+                named_frames(&events)
+            }
+        }
+    }
+
+    fn done(&mut self) -> Bytes {
+        match self {
+            Self::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
+            Self::Anthropic(encoder) => {
+                let mut events = Vec::new();
+                encoder.finish(&mut events);
+                named_frames(&events)
+            }
+        }
+    }
+
+    fn error(&self, api: &ApiError) -> Bytes {
+        match self {
+            Self::OpenAi => sse_frame(&json!({"error": api.error_object()})),
+            Self::Anthropic(_) => named_frames(&[("error", api.anthropic_body())]),
+        }
+    }
+}
+
+fn named_frames(events: &[(&'static str, serde_json::Value)]) -> Bytes {
+    let mut buf = Vec::new();
+    for (name, value) in events {
+        buf.extend_from_slice(b"event: ");
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b"\ndata: ");
+        buf.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
+        buf.extend_from_slice(b"\n\n");
+    }
+    Bytes::from(buf)
+}
+
+/// The committed stream as SSE in the client's dialect, each upstream event written as soon as
+/// it arrives. A failure after commit ends it with an error event (no `[DONE]` /
+/// `message_stop`), so no client can take a cut answer for a complete one.
+fn sse_response(
+    stream: ChatStream,
+    abort: watch::Receiver<bool>,
+    dialect: Dialect,
+    model: &str,
+) -> Response {
     let target = stream.target().clone();
     let attempts = stream.attempts();
-    let frames = futures_util::stream::unfold(Some((stream, abort)), |state| async move {
-        let (mut stream, mut abort) = state?;
+    let encoder = match dialect {
+        Dialect::OpenAi => FrameEncoder::OpenAi,
+        Dialect::Anthropic => FrameEncoder::Anthropic(Box::new(
+            sluice_providers::AnthropicStreamEncoder::new(model),
+        )),
+    };
+    let frames = futures_util::stream::unfold(Some((stream, abort, encoder)), |state| async move {
+        let (mut stream, mut abort, mut encoder) = state?;
         let item = tokio::select! {
             biased;
             item = stream.next() => item,
             _ = abort.wait_for(|a| *a) => {
-                let err = json!({"error": {
-                    "message": "The gateway is shutting down and its drain timeout ended this stream before the upstream finished.",
-                    "type": "server_error", "param": null, "code": "gateway_shutdown"}});
-                return Some((Ok::<_, Infallible>(sse_frame(&err)), None));
+                let api = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "The gateway is shutting down and its drain timeout ended this stream before the upstream finished.",
+                )
+                .with_code("gateway_shutdown");
+                return Some((Ok::<_, Infallible>(encoder.error(&api)), None));
             }
         };
         match item {
             Some(Ok(chunk)) => {
-                let json = serde_json::to_vec(&chunk).unwrap_or_default();
-                Some((Ok(frame_bytes(&json)), Some((stream, abort))))
+                let frame = encoder.chunk(&chunk);
+                Some((Ok(frame), Some((stream, abort, encoder))))
             }
             Some(Err(interrupted)) => {
                 let api = ApiError::from_call(&sluice::Error::StreamInterrupted(interrupted));
-                Some((Ok(sse_frame(&json!({"error": api.error_object()}))), None))
+                Some((Ok(encoder.error(&api)), None))
             }
-            None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+            None => Some((Ok(encoder.done()), None)),
         }
     });
     let mut resp = Response::new(Body::from_stream(frames));

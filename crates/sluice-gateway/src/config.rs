@@ -30,8 +30,8 @@
 //!
 //! `examples/sluice.toml` is the complete, commented example; `examples/minimal.toml` the
 //! smallest useful file. Defaults live in one place each and are linked, not restated, here
-//! (a unit test checks that the `[policy]` and `[server]` values in `examples/sluice.toml` equal
-//! them). Durations are strings in humantime syntax (`"250ms"`, `"10s"`, `"10m"`, `"1h 30m"`);
+//! (a unit test checks that the `[policy]`, `[server]`, `[breaker]` and `[budget]` values in
+//! `examples/sluice.toml` equal them). Durations are strings in humantime syntax (`"250ms"`, `"10s"`, `"10m"`, `"1h 30m"`);
 //! sizes are strings like `"32MiB"` or `"512KiB"`.
 //!
 //! | key | type | default |
@@ -50,16 +50,52 @@
 //! | `policy.connect_timeout` | duration | [`RetryPolicy::DEFAULT_CONNECT_TIMEOUT`] |
 //! | `policy.first_token_timeout` | duration | [`RetryPolicy::DEFAULT_FIRST_TOKEN_TIMEOUT`] |
 //! | `policy.idle_timeout` | duration | [`RetryPolicy::DEFAULT_IDLE_TIMEOUT`] |
+//! | `breaker.failure_rate` | number greater than 0 and at most 1: the failure rate over `window` that opens a target's circuit | [`BreakerConfig::DEFAULT_FAILURE_RATE`] |
+//! | `breaker.min_requests` | integer >= 1: calls in `window` before `failure_rate` is judged | [`BreakerConfig::DEFAULT_MIN_REQUESTS`] |
+//! | `breaker.window` | positive duration: the rolling window calls are counted over | [`BreakerConfig::DEFAULT_WINDOW`] |
+//! | `breaker.consecutive_failures` | integer >= 1: failures in a row that open the circuit whatever the rate | [`BreakerConfig::DEFAULT_CONSECUTIVE_FAILURES`] |
+//! | `breaker.cooldown` | positive duration: how long an open circuit refuses calls before probing | [`BreakerConfig::DEFAULT_COOLDOWN`] |
+//! | `breaker.half_open_probes` | integer >= 1: trial calls let through after the cooldown | [`BreakerConfig::DEFAULT_HALF_OPEN_PROBES`] |
+//! | `budget.ratio` | number >= 0: retries may add at most this fraction of first attempts in `window` | [`BudgetConfig::DEFAULT_RATIO`] |
+//! | `budget.min_per_sec` | number >= 0: retries per second always allowed | [`BudgetConfig::DEFAULT_MIN_PER_SEC`] |
+//! | `budget.window` | positive duration: the rolling window requests and retries are counted over | [`BudgetConfig::DEFAULT_WINDOW`] |
 //! | `providers[].name` | required; unique; `[a-zA-Z0-9_.-]+` | — |
-//! | `providers[].kind` | required; `"openai"` or `"mock"` (`"anthropic"` is planned, not supported yet) | — |
-//! | `providers[].base_url` | `http(s)://` URL without credentials, query or fragment; required for `openai`, not allowed for `mock` | — |
+//! | `providers[].kind` | required; `"openai"`, `"anthropic"` or `"mock"` | — |
+//! | `providers[].base_url` | `http(s)://` URL without credentials, query or fragment; required for `openai`, optional for `anthropic`, not allowed for `mock` | `anthropic`: [`ANTHROPIC_BASE_URL`] |
 //! | `providers[].api_key_env` | env var name holding the provider key; an unset variable is a warning, not an error | none |
 //! | `providers[].headers` | table of extra headers sent upstream; not `Authorization` / `x-api-key` (use `api_key_env`) | none |
 //! | `providers[].mock` | table, only for `kind = "mock"`: any field of [`MockConfig`] (`chunks`, `ttft`, `chunk_gap`, `context_limit`, `seed`, `p_429`, `p_quota`, `p_500`, `p_502`, `p_503`, `p_504`, `p_529`, `p_reset`, `p_cut`, `p_stall`, `p_inband`, `retry_after`, `model_name`) | [`MockConfig::default`] |
+//! | `providers[].breaker` | table (inline `breaker = { cooldown = "5s" }` or `[providers.breaker]`) of any `[breaker]` key, overriding it for this provider's targets only | the `[breaker]` value |
+//! | `providers[].budget` | table of any `[budget]` key, overriding it for this provider's targets only | the `[budget]` value |
+//! | `providers[].context_windows` | table of model name → context window in tokens (a positive integer), e.g. `{ "gpt-4o" = 128000 }`; for a target `"{provider}/{model}"` it overrides the built-in model registry ([`sluice_core::model_info`]) | none: the registry |
 //! | `models[].name` | required; non-empty; unique; the model name clients send | — |
 //! | `models[].targets` | required; non-empty list of `"provider/model"`, in fallback order; the provider must be defined | — |
 //! | `models[].fallback_on_content_policy` | bool: fall back to the next target after a content-policy refusal | `false` |
 //! | `models[].<policy key>` | any `[policy]` key, overriding it for this model only | the `[policy]` value |
+//!
+//! # Breaker and budget overrides
+//!
+//! `[breaker]` and `[budget]` hold the settings of every target (one circuit breaker and one
+//! retry budget per `"provider/model"`). A provider's `breaker` / `budget` table sets only the
+//! keys it names; the others keep the top-level value:
+//!
+//! ```toml
+//! [breaker]
+//! cooldown = "30s"
+//!
+//! [[providers]]
+//! name = "flaky"
+//! kind = "openai"
+//! base_url = "https://llm.example.com/v1"
+//! breaker = { consecutive_failures = 3 }   # cooldown stays "30s"
+//! budget = { ratio = 0.1 }
+//! ```
+//!
+//! [`ProviderConfig::breaker`] is then `Some` of the merged settings, and `None` for a
+//! provider without its own table ([`Config::breaker_for`] picks the one that applies).
+//! Each merged result passes [`BreakerConfig::validate`] / [`BudgetConfig::validate`]; a
+//! problem is reported at the key at fault (`providers[1].budget.ratio`), or at the provider's
+//! table when the key at fault is inherited.
 //!
 //! # Secrets
 //!
@@ -80,21 +116,32 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_core::RetryPolicy;
+use sluice_core::{BreakerConfig, BudgetConfig, RetryPolicy};
 use sluice_mock::MockConfig;
+
+/// Default `base_url` of a `kind = "anthropic"` provider; paths such as `/v1/messages` are
+/// appended to it.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
 /// The validated gateway configuration, read with [`Config::from_path`].
 ///
 /// Every key with its type and default is listed in the docs of the `config` module
 /// (`src/config.rs`) and, commented, in `examples/sluice.toml`.
 ///
-/// `Default` is an empty configuration: default server and policy, no providers, no models.
+/// `Default` is an empty configuration: default server, policy, breaker and budget, no
+/// providers, no models.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// The HTTP server.
     pub server: ServerConfig,
     /// The `[policy]` table: the retry policy of every model that does not override it.
     pub policy: RetryPolicy,
+    /// The `[breaker]` table: the circuit breaker settings of every target whose provider does
+    /// not override them (see [`ProviderConfig::breaker`]).
+    pub breaker: BreakerConfig,
+    /// The `[budget]` table: the retry budget settings of every target whose provider does not
+    /// override them (see [`ProviderConfig::budget`]).
+    pub budget: BudgetConfig,
     /// Upstream providers, in file order; names are unique.
     pub providers: Vec<ProviderConfig>,
     /// Model names clients may send, in file order; names are unique.
@@ -161,6 +208,67 @@ pub struct ProviderConfig {
     /// Extra headers sent upstream with every request, as written (names and values are valid
     /// HTTP; never `Authorization` or `x-api-key`).
     pub headers: Vec<(String, String)>,
+    /// This provider's `breaker` table merged over `[breaker]`: `Some` only when the provider
+    /// has one; `None` means [`Config::breaker`] applies.
+    pub breaker: Option<BreakerConfig>,
+    /// This provider's `budget` table merged over `[budget]`: `Some` only when the provider
+    /// has one; `None` means [`Config::budget`] applies.
+    pub budget: Option<BudgetConfig>,
+    /// Context windows in tokens by model name (the model part of a `"{name}/{model}"`
+    /// target), sorted by name; each overrides what the built-in model registry
+    /// ([`sluice_core::model_info`]) says for that model on this provider. Every window is
+    /// positive.
+    pub context_windows: Vec<(String, u32)>,
+}
+
+impl ProviderConfig {
+    /// A `kind = "openai"` provider at `base_url`: no key variable, no extra headers, no
+    /// breaker or budget overrides, no context windows.
+    pub fn openai(name: &str, base_url: &str) -> Self {
+        Self::with_kind(
+            name,
+            ProviderKind::OpenAi {
+                base_url: base_url.to_owned(),
+            },
+        )
+    }
+
+    /// A `kind = "anthropic"` provider at `base_url` (usually [`ANTHROPIC_BASE_URL`]), with
+    /// nothing else set, as [`ProviderConfig::openai`].
+    pub fn anthropic(name: &str, base_url: &str) -> Self {
+        Self::with_kind(
+            name,
+            ProviderKind::Anthropic {
+                base_url: base_url.to_owned(),
+            },
+        )
+    }
+
+    /// An in-process mock provider running `mock`, with nothing else set, as
+    /// [`ProviderConfig::openai`].
+    pub fn mock(name: &str, mock: MockConfig) -> Self {
+        Self::with_kind(name, ProviderKind::Mock(mock))
+    }
+
+    fn with_kind(name: &str, kind: ProviderKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            api_key_env: None,
+            headers: Vec::new(),
+            breaker: None,
+            budget: None,
+            context_windows: Vec::new(),
+        }
+    }
+
+    /// The context window this provider's `context_windows` sets for `model`, if any.
+    pub fn context_window(&self, model: &str) -> Option<u32> {
+        self.context_windows
+            .iter()
+            .find(|(name, _)| name == model)
+            .map(|(_, window)| *window)
+    }
 }
 
 /// Header values are redacted: they are not meant to be secret, but nothing stops a user from
@@ -177,6 +285,9 @@ impl fmt::Debug for ProviderConfig {
             .field("kind", &self.kind)
             .field("api_key_env", &self.api_key_env)
             .field("headers", &headers)
+            .field("breaker", &self.breaker)
+            .field("budget", &self.budget)
+            .field("context_windows", &self.context_windows)
             .finish()
     }
 }
@@ -188,6 +299,12 @@ pub enum ProviderKind {
     OpenAi {
         /// Base URL, e.g. `https://api.openai.com/v1`; paths such as `/chat/completions` are
         /// appended to it.
+        base_url: String,
+    },
+    /// An Anthropic Messages API server.
+    Anthropic {
+        /// Base URL, [`ANTHROPIC_BASE_URL`] unless the file sets one; paths such as
+        /// `/v1/messages` are appended to it.
         base_url: String,
     },
     /// The in-process fault-injecting mock provider.
@@ -215,6 +332,34 @@ pub struct TargetRef {
     pub provider: String,
     /// The model name sent to that provider.
     pub model: String,
+}
+
+impl ModelConfig {
+    /// A model named `name` served by `targets` (each `"provider/model"`, in fallback order)
+    /// with `policy`, not falling back on content-policy refusals.
+    ///
+    /// # Panics
+    ///
+    /// If a target has no `/`, or nothing before or after it. (Files are checked by
+    /// [`Config::from_path`], which reports such targets instead.)
+    pub fn new(name: &str, targets: &[&str], policy: RetryPolicy) -> Self {
+        let targets = targets
+            .iter()
+            .map(|target| match target.split_once('/') {
+                Some((provider, model)) if !provider.is_empty() && !model.is_empty() => TargetRef {
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
+                },
+                _ => panic!("ModelConfig::new: target {target:?} is not \"provider/model\""),
+            })
+            .collect();
+        Self {
+            name: name.to_owned(),
+            targets,
+            policy,
+            fallback_on_content_policy: false,
+        }
+    }
 }
 
 impl fmt::Display for TargetRef {
@@ -265,6 +410,16 @@ impl Config {
     /// The provider named `name`.
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The circuit breaker settings for `provider`'s targets: its own, or `[breaker]`.
+    pub fn breaker_for<'a>(&'a self, provider: &'a ProviderConfig) -> &'a BreakerConfig {
+        provider.breaker.as_ref().unwrap_or(&self.breaker)
+    }
+
+    /// The retry budget settings for `provider`'s targets: its own, or `[budget]`.
+    pub fn budget_for<'a>(&'a self, provider: &'a ProviderConfig) -> &'a BudgetConfig {
+        provider.budget.as_ref().unwrap_or(&self.budget)
     }
 
     /// The `[[models]]` entry named `name`.

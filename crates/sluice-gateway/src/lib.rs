@@ -25,14 +25,15 @@ use std::sync::atomic::AtomicBool;
 
 pub use app::{AppState, RequestId, router};
 pub use config::{
-    Config, ConfigError, ConfigProblem, ModelConfig, ProviderConfig, ProviderKind, ServerConfig,
-    TargetRef,
+    ANTHROPIC_BASE_URL, Config, ConfigError, ConfigProblem, ModelConfig, ProviderConfig,
+    ProviderKind, ServerConfig, TargetRef,
 };
-pub use error::ApiError;
+pub use error::{ApiError, Dialect};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use sluice::{ApiKey, Client, Endpoint, OpenAiAdapter};
+use sluice::{Adapter, ApiKey, Client, Endpoint, OpenAiAdapter};
 use sluice_mock::MockServer;
+use sluice_providers::AnthropicAdapter;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
@@ -87,10 +88,16 @@ impl Gateway {
     /// Builds the client, starts mock providers and reads client keys.
     pub async fn build(config: Config, options: GatewayOptions) -> Result<Self, StartError> {
         let mut mocks = Vec::new();
-        let mut builder = Client::builder().policy(config.policy.clone());
+        let mut builder = Client::builder()
+            .policy(config.policy.clone())
+            .breaker(config.breaker.clone())
+            .budget(config.budget.clone());
         for provider in &config.providers {
-            let base_url = match &provider.kind {
-                ProviderKind::OpenAi { base_url } => base_url.clone(),
+            let (base_url, adapter): (String, Arc<dyn Adapter>) = match &provider.kind {
+                ProviderKind::OpenAi { base_url } => (base_url.clone(), Arc::new(OpenAiAdapter)),
+                ProviderKind::Anthropic { base_url } => {
+                    (base_url.clone(), Arc::new(AnthropicAdapter))
+                }
                 ProviderKind::Mock(mock) => {
                     let server = MockServer::start(mock.clone()).await.map_err(|source| {
                         StartError::Mock {
@@ -100,7 +107,7 @@ impl Gateway {
                     })?;
                     let url = server.base_url();
                     mocks.push((provider.name.clone(), server));
-                    url
+                    (url, Arc::new(OpenAiAdapter))
                 }
             };
             let mut headers = HeaderMap::new();
@@ -118,8 +125,17 @@ impl Gateway {
                 base_url,
                 api_key: provider.api_key_env.as_deref().and_then(ApiKey::from_env),
                 headers,
-                adapter: Arc::new(OpenAiAdapter),
+                adapter,
             });
+            if let Some(breaker) = &provider.breaker {
+                builder = builder.provider_breaker(&provider.name, breaker.clone());
+            }
+            if let Some(budget) = &provider.budget {
+                builder = builder.provider_budget(&provider.name, budget.clone());
+            }
+            for (model, window) in &provider.context_windows {
+                builder = builder.context_window(&format!("{}/{model}", provider.name), *window);
+            }
         }
         builder = builder.default_endpoint(options.default_provider.as_deref());
         let mut models = Vec::new();

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use axum::routing::post;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use sluice_gateway::{
-    Config, Gateway, GatewayOptions, ModelConfig, ProviderConfig, ProviderKind, TargetRef,
-};
+use sluice_gateway::{Config, Gateway, GatewayOptions, ModelConfig, ProviderConfig};
 
 /// An upstream that records the headers it receives and answers a fixed completion.
 async fn recording_upstream() -> (String, Arc<Mutex<Vec<http::HeaderMap>>>) {
@@ -39,22 +37,13 @@ async fn recording_upstream() -> (String, Arc<Mutex<Vec<http::HeaderMap>>>) {
 async fn gateway(upstream: &str, keys: Option<Vec<String>>) -> sluice_gateway::GatewayHandle {
     let mut config = Config::default();
     config.providers.push(ProviderConfig {
-        name: "up".into(),
-        kind: ProviderKind::OpenAi {
-            base_url: upstream.into(),
-        },
-        api_key_env: None,
         headers: vec![("OpenAI-Organization".into(), "org-test".into())],
+        ..ProviderConfig::openai("up", upstream)
     });
-    config.models.push(ModelConfig {
-        name: "m".into(),
-        targets: vec![TargetRef {
-            provider: "up".into(),
-            model: "upstream-model".into(),
-        }],
-        policy: config.policy.clone(),
-        fallback_on_content_policy: false,
-    });
+    let policy = config.policy.clone();
+    config
+        .models
+        .push(ModelConfig::new("m", &["up/upstream-model"], policy));
     let gw = Gateway::build(
         config,
         GatewayOptions {

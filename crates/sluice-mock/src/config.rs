@@ -40,7 +40,8 @@ pub struct MockConfig {
     #[arg(long = "p-429", default_value_t = 0.0, value_name = "P")]
     pub p_429: f64,
 
-    /// Probability per request of a random 429 `insufficient_quota`.
+    /// Probability per request of a random quota error (OpenAI: 429 `insufficient_quota`;
+    /// Anthropic: 400 "credit balance is too low").
     #[arg(long = "p-quota", default_value_t = 0.0, value_name = "P")]
     pub p_quota: f64,
 
@@ -76,13 +77,14 @@ pub struct MockConfig {
     #[arg(long = "p-stall", default_value_t = 0.0, value_name = "P")]
     pub p_stall: f64,
 
-    /// Probability per request of an in-band `server_error` event at the start of a stream
-    /// (a plain 500 for non-streaming requests).
+    /// Probability per request of an in-band error event at the start of a stream
+    /// (`server_error` for OpenAI, `overloaded_error` for Anthropic; a plain 500 for
+    /// non-streaming requests).
     #[arg(long = "p-inband", default_value_t = 0.0, value_name = "P")]
     pub p_inband: f64,
 
     /// Hint sent with random 429s: `retry-after` (seconds, rounded up) and `retry-after-ms`
-    /// (exact). Without it random 429s carry no hint header.
+    /// (exact), on both endpoints. Without it random 429s carry no hint header.
     #[arg(long, value_parser = parse_duration)]
     pub retry_after: Option<Duration>,
 

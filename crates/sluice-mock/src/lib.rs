@@ -1,16 +1,20 @@
-//! `sluice-mock`: an OpenAI-compatible fake provider with fault injection — the test double
-//! for Sluice's end-to-end tests, benchmarks and `sluice demo`.
+//! `sluice-mock`: a fake LLM provider speaking OpenAI Chat Completions and Anthropic Messages,
+//! with fault injection — the test double for Sluice's end-to-end tests, benchmarks and
+//! `sluice demo`.
 //!
 //! # Main types
 //!
 //! - [`MockServer`] — a running mock on a TCP port ([`MockServer::start`] binds `127.0.0.1:0`);
-//!   [`MockServer::base_url`] is the OpenAI `base_url` to point a client at.
+//!   [`MockServer::base_url`] is the OpenAI `base_url` to point a client at (an Anthropic
+//!   client takes `http://{addr}`, see [`MockServer::addr`]).
 //! - [`MockConfig`] — chunk count, first-token delay, chunk gap, context window, random fault
 //!   probabilities and their seed. It is also the `sluice mock` command line (`clap::Args`).
-//! - [`MockStats`] — counters (`requests`, `ok`, `in_flight`, `cancelled`, `by_outcome`), read
-//!   with [`MockServer::stats`] or `GET /stats`.
+//! - [`MockStats`] — counters (`requests`, `ok`, `in_flight`, `cancelled`, `by_outcome`,
+//!   `by_api`), read with [`MockServer::stats`] or `GET /stats`.
 //! - [`mock_text`] / [`chunk_text`] — the exact content every successful answer carries, so
 //!   tests can assert that a streamed answer arrived whole, in order and exactly once.
+//! - [`TOOL_ARGUMENTS`] / [`tool_fragments`] — the arguments of every `tool` step answer and
+//!   the pieces a streamed one arrives in.
 //!
 //! ```
 //! use sluice_mock::{MockConfig, MockServer, MockStats, mock_text};
@@ -30,41 +34,88 @@
 //!
 //! # Endpoints
 //!
-//! - `POST /v1/chat/completions` — Chat Completions, plain or `"stream": true` (role-only
-//!   preamble, one chunk per [`chunk_text`], a finish chunk, the usage chunk when
-//!   `stream_options.include_usage`, then `data: [DONE]`).
+//! - `POST /v1/chat/completions` — OpenAI Chat Completions, plain or `"stream": true`
+//!   (role-only preamble, one chunk per [`chunk_text`], a finish chunk, the usage chunk when
+//!   `stream_options.include_usage`, then `data: [DONE]`). Responses carry
+//!   `x-request-id: req_mock_<n>`.
+//! - `POST /v1/messages` — Anthropic Messages. Requires the `anthropic-version` header and a
+//!   body with `model`, a positive integer `max_tokens` and a non-empty `messages` array of
+//!   `user`/`assistant` turns (string or block content); otherwise a 400
+//!   `{"type":"error","error":{"type":"invalid_request_error",..}}`. API keys are not checked.
+//!   A plain answer is a `message` (`msg_mock_<n>`, one `text` block with [`mock_text`],
+//!   `stop_reason: "end_turn"`, `usage.input_tokens` estimated as characters / 4); a stream is
+//!   `message_start`, `content_block_start`, `ping`, one `content_block_delta` `text_delta`
+//!   per [`chunk_text`], `content_block_stop`, `message_delta`, `message_stop`, each as
+//!   `event: NAME\ndata: JSON\n\n` flushed on its own. Responses carry
+//!   `request-id: req_mock_<n>`.
 //! - `GET /v1/models`, `GET /stats`, `POST /stats/reset` (zeroes counters, scenario counters
 //!   and re-seeds the random draw). Anything else is a 404 in OpenAI's error format.
+//!
+//! Both completion endpoints run on one fault engine: the same scripts, scenario counters,
+//! random draw and [`MockStats`] (`by_api` splits the requests per endpoint); only the wire
+//! rendering differs. A script is counted per (scenario, script) whichever endpoint an
+//! attempt uses, so a gateway that fails over from one dialect to the other still walks one
+//! script.
 //!
 //! # Faults
 //!
 //! A request header `x-sluice-mock-fault: <script>` scripts what the k-th request carrying that
 //! script (per `x-sluice-mock-scenario`) gets. A script is a comma-separated list of
-//! `NAME[:ARG][*N]` steps; after the last step requests are answered normally:
+//! `NAME[:ARG][*N]` steps; after the last step requests are answered normally. "Head" below is
+//! the OpenAI role chunk, or Anthropic's `message_start`, `content_block_start` and `ping`:
 //!
-//! | step | effect |
-//! |---|---|
-//! | `ok` | normal answer |
-//! | `429`, `429:ra=S`, `429:ms=M` | 429 `rate_limit_exceeded`; no hint / `retry-after: S` / `retry-after-ms: M` + `retry-after: ceil(M/1000)` |
-//! | `quota` | 429 `insufficient_quota` |
-//! | `401`, `400`, `404` | `invalid_api_key`, generic `invalid_request_error`, `model_not_found` |
-//! | `context`, `policy` | 400 `context_length_exceeded`, 400 `content_policy_violation` |
-//! | `500`, `502`, `503`, `504` | OpenAI `server_error` bodies |
-//! | `529` | Anthropic-style `overloaded_error` |
-//! | `reset` | TCP connection closed (RST) before any response byte |
-//! | `cut[:N]` | stream: preamble + N chunks, then the connection is aborted; plain: 200 with a truncated body |
-//! | `stall[:N]` | stream: preamble + N chunks, then silence; plain: `stall:0` never answers, otherwise a 200 with half a body then silence |
-//! | `inband[:TYPE]` | stream: 200 and a first event `data: {"error":{..,"type":TYPE}}`; plain: 500 |
-//! | `inband_after:N[:TYPE]` | stream: preamble + N chunks, then the in-band error; plain: 500 |
-//! | `delay:MS` | normal answer after an MS first-token delay |
-//! | `chunks:N` | normal answer with N chunks |
+//! | step | OpenAI (`/v1/chat/completions`) | Anthropic (`/v1/messages`) |
+//! |---|---|---|
+//! | `ok` | normal answer | normal answer |
+//! | `429`, `429:ra=S`, `429:ms=M` | 429 `rate_limit_exceeded`; no hint / `retry-after: S` / `retry-after-ms: M` + `retry-after: ceil(M/1000)` | 429 `rate_limit_error`, the same hint headers¹, plus `anthropic-ratelimit-requests-limit: 60`, `-remaining: 0`, `-reset: <RFC 3339 now + hint>` |
+//! | `quota` | 429 `insufficient_quota` | 400 `invalid_request_error` "Your credit balance is too low ..." |
+//! | `401` | `invalid_api_key` | `authentication_error` "invalid x-api-key" |
+//! | `400`, `404` | generic `invalid_request_error`, `model_not_found` | `invalid_request_error`, `not_found_error` "model: M" |
+//! | `context` | 400 `context_length_exceeded` | 400 `invalid_request_error` "prompt is too long: N tokens > M maximum" |
+//! | `policy` | 400 `content_policy_violation` | 400 `invalid_request_error` "Output blocked by content filtering policy" |
+//! | `500`, `502`, `503`, `504` | OpenAI `server_error` bodies | `api_error` "Internal server error", `api_error`, `overloaded_error`, `timeout_error` |
+//! | `529` | Anthropic-style `overloaded_error` | `overloaded_error` "Overloaded" |
+//! | `reset` | TCP connection closed (RST) before any response byte | the same |
+//! | `cut[:N]` | stream: head + N chunks, then the connection is aborted; plain: 200 with a truncated body | the same (no `message_stop`) |
+//! | `stall[:N]` | stream: head + N chunks, then silence; plain: `stall:0` never answers, otherwise a 200 with half a body then silence | the same |
+//! | `inband[:TYPE]` | stream: 200 and a first event `data: {"error":{..,"type":TYPE}}` (default `server_error`); plain: 500 | stream: 200 and a first event `event: error` / `{"type":"error","error":{"type":TYPE,..}}` (default `overloaded_error`); plain: 500 `api_error` |
+//! | `inband_after:N[:TYPE]` | stream: head + N chunks, then the in-band error; plain: 500 | the same |
+//! | `delay:MS` | normal answer after an MS first-token delay | the same |
+//! | `chunks:N` | normal answer with N chunks | the same |
+//! | `tool[:NAME]` | one tool call instead of text (below) | one `tool_use` block instead of text (below) |
+//!
+//! ¹ Anthropic documents only `retry-after`; the mock also sends `retry-after-ms` for `ms=`,
+//! so sub-second hints stay exact (a client reading only `retry-after` waits the rounded-up
+//! seconds). Without a hint the `-reset` timestamp is the current second.
 //!
 //! `cut` and `stall` without N stop halfway (`chunks / 2`). A script that does not parse is
 //! answered 400 naming the bad step. Requests without the header draw random faults from the
-//! `p_*` probabilities of [`MockConfig`] with a seeded SplitMix64. A `context_limit` turns
-//! oversized prompts (characters / 4) into 400 `context_length_exceeded`.
+//! `p_*` probabilities of [`MockConfig`] with a seeded SplitMix64 (one draw per request, either
+//! endpoint), rendered in the request's dialect. A `context_limit` turns oversized prompts
+//! (characters / 4) into the dialect's 400 context error.
+//!
+//! # Tool calls
+//!
+//! The `tool[:NAME]` step answers with one call to NAME (default `get_weather`, letters,
+//! digits, `_` and `-`) whose arguments are [`TOOL_ARGUMENTS`] (`{"location":"Paris"}`),
+//! whether or not the request declared `tools`. It counts as `ok` in [`MockStats`] and as
+//! `tool` in `by_outcome`; usage reports one output token per [`tool_fragments`] piece.
+//!
+//! - OpenAI plain: `message.content: null`, `tool_calls: [{"id":"call_mock_<n>","type":
+//!   "function","function":{"name":NAME,"arguments":TOOL_ARGUMENTS}}]`, `finish_reason:
+//!   "tool_calls"`. Stream: a preamble chunk with the role and the call's first fragment
+//!   (`index`, `id`, `type`, `function.name`, `arguments: ""`), one chunk per
+//!   [`tool_fragments`] piece, a `finish_reason: "tool_calls"` chunk, the usage chunk if asked,
+//!   `[DONE]`.
+//! - Anthropic plain: `content: [{"type":"tool_use","id":"toolu_mock_<n>","name":NAME,
+//!   "input":{"location":"Paris"}}]`, `stop_reason: "tool_use"`. Stream: `content_block_start`
+//!   with the `tool_use` block and `input: {}`, an empty `input_json_delta`, one per
+//!   [`tool_fragments`] piece, `content_block_stop`, `message_delta` with `stop_reason:
+//!   "tool_use"`, `message_stop`.
 
+mod anthropic;
 mod config;
+mod dialect;
 mod script;
 mod server;
 mod stats;
@@ -74,5 +125,5 @@ pub use crate::{
     config::MockConfig,
     server::MockServer,
     stats::MockStats,
-    wire::{chunk_text, mock_text},
+    wire::{TOOL_ARGUMENTS, chunk_text, mock_text, tool_fragments},
 };

@@ -50,13 +50,20 @@ pub(crate) enum Step {
     Cut(Option<usize>),
     /// Go silent after this many content chunks (`None`: half of the configured chunks).
     Stall(Option<usize>),
-    /// An in-band `data: {"error":..}` event of this type; `after: None` sends it as the very
-    /// first event, `Some(n)` after the preamble and n content chunks.
+    /// An in-band error event of this type (`None`: the dialect's default, `server_error` for
+    /// OpenAI, `overloaded_error` for Anthropic); `after: None` sends it as the very first
+    /// event, `Some(n)` after the preamble and n content chunks.
     Inband {
-        error_type: String,
+        error_type: Option<String>,
         after: Option<usize>,
     },
+    /// A complete answer carrying one tool call to this function/tool name (`None`:
+    /// [`DEFAULT_TOOL`]) with the arguments [`TOOL_ARGUMENTS`](crate::TOOL_ARGUMENTS).
+    Tool(Option<String>),
 }
+
+/// The tool name of a bare `tool` step.
+pub(crate) const DEFAULT_TOOL: &str = "get_weather";
 
 impl Step {
     /// Whether this step (before the context check) would produce model output.
@@ -69,6 +76,7 @@ impl Step {
                 | Step::Cut(_)
                 | Step::Stall(_)
                 | Step::Inband { .. }
+                | Step::Tool(_)
         )
     }
 }
@@ -76,7 +84,7 @@ impl Step {
 /// Every step name, for error messages.
 const STEP_NAMES: &str = "ok, 429, 429:ra=S, 429:ms=M, quota, 401, 400, 404, context, policy, \
      500, 502, 503, 504, 529, reset, cut[:N], stall[:N], inband[:TYPE], inband_after:N[:TYPE], \
-     delay:MS, chunks:N";
+     delay:MS, chunks:N, tool[:NAME]";
 
 /// The longest accepted script; longer headers are almost certainly a mistake.
 const MAX_SCRIPT_LEN: usize = 4096;
@@ -182,17 +190,14 @@ fn parse_step(text: &str) -> Result<Step, String> {
             arg.map(|a| parse_usize(a, "stall:N")).transpose()?,
         )),
         "inband" => Ok(Step::Inband {
-            error_type: match arg {
-                Some(t) => parse_error_type(t)?,
-                None => "server_error".to_owned(),
-            },
+            error_type: arg.map(parse_error_type).transpose()?,
             after: None,
         }),
         "inband_after" => {
             let arg = arg.ok_or("`inband_after` needs a chunk count: inband_after:N")?;
             let (n, ty) = match arg.split_once(':') {
-                Some((n, ty)) => (n.trim(), parse_error_type(ty.trim())?),
-                None => (arg, "server_error".to_owned()),
+                Some((n, ty)) => (n.trim(), Some(parse_error_type(ty.trim())?)),
+                None => (arg, None),
             };
             Ok(Step::Inband {
                 error_type: ty,
@@ -212,6 +217,7 @@ fn parse_step(text: &str) -> Result<Step, String> {
             let arg = arg.ok_or("`chunks` needs a count: chunks:N")?;
             Ok(Step::Chunks(parse_usize(arg, "chunks:N")?))
         }
+        "tool" => Ok(Step::Tool(arg.map(parse_tool_name).transpose()?)),
         _ => Err(format!(
             "unknown step name `{name}`; known steps: {STEP_NAMES}"
         )),
@@ -241,6 +247,21 @@ fn parse_error_type(s: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "bad error type `{s}` (letters, digits, `_`, `-`, `.` only)"
+        ))
+    }
+}
+
+/// Tool names are echoed into JSON unescaped; both providers allow `^[a-zA-Z0-9_-]{1,64}$`.
+fn parse_tool_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "bad tool name `{s}` (1 to 64 letters, digits, `_` or `-`)"
         ))
     }
 }
@@ -304,7 +325,7 @@ pub(crate) fn random_step(config: &MockConfig, u: f64) -> Step {
                 "p_cut" => Step::Cut(None),
                 "p_stall" => Step::Stall(None),
                 _ => Step::Inband {
-                    error_type: "server_error".to_owned(),
+                    error_type: None,
                     after: None,
                 },
             };
@@ -370,21 +391,21 @@ mod tests {
         assert_eq!(
             steps("inband:overloaded_error", 1)[0],
             Step::Inband {
-                error_type: "overloaded_error".into(),
+                error_type: Some("overloaded_error".into()),
                 after: None
             }
         );
         assert_eq!(
             steps("inband_after:3", 1)[0],
             Step::Inband {
-                error_type: "server_error".into(),
+                error_type: None,
                 after: Some(3)
             }
         );
         assert_eq!(
             steps("inband_after:1:overloaded_error", 1)[0],
             Step::Inband {
-                error_type: "overloaded_error".into(),
+                error_type: Some("overloaded_error".into()),
                 after: Some(1)
             }
         );
@@ -394,6 +415,19 @@ mod tests {
         );
         assert_eq!(steps("delay:2s", 1)[0], Step::Delay(Duration::from_secs(2)));
         assert_eq!(steps("chunks:3*2", 3)[1], Step::Chunks(3));
+        assert_eq!(
+            steps("inband", 1)[0],
+            Step::Inband {
+                error_type: None,
+                after: None
+            }
+        );
+        assert_eq!(steps("tool", 1)[0], Step::Tool(None));
+        assert_eq!(
+            steps("tool:lookup_stock-2*2", 2)[1],
+            Step::Tool(Some("lookup_stock-2".into()))
+        );
+        assert!(Step::Tool(None).answers());
     }
 
     #[test]
@@ -411,6 +445,9 @@ mod tests {
             ("delay", "delay:MS"),
             ("chunks", "chunks:N"),
             ("inband_after", "inband_after:N"),
+            ("tool:", "bad tool name"),
+            ("tool:a b", "bad tool name"),
+            ("tool:x\"y", "bad tool name"),
         ] {
             let err = Script::parse(script).unwrap_err();
             assert!(err.contains(needle), "{script}: {err}");

@@ -41,13 +41,12 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use crate::anthropic::{self, RATE_LIMIT_REQUESTS, VERSION_HEADER};
 use crate::config::MockConfig;
-use crate::script::{Script, SplitMix64, Step, random_step};
+use crate::dialect::{Dialect, Render};
+use crate::script::{DEFAULT_TOOL, Script, SplitMix64, Step, random_step};
 use crate::stats::{InFlight, MockStats, Outcome, Stats};
-use crate::wire::{
-    self, Answer, ChatRequest, DONE_EVENT, StreamTemplate, anthropic_overloaded,
-    context_length_error, openai_error,
-};
+use crate::wire::{ChatRequest, ErrorContext, Invalid, Kind, openai_error};
 
 /// Request header carrying a fault script.
 const FAULT_HEADER: &str = "x-sluice-mock-fault";
@@ -57,11 +56,12 @@ const SCENARIO_HEADER: &str = "x-sluice-mock-scenario";
 const MAX_BODY: usize = 32 * 1024 * 1024;
 /// How long a graceful shutdown waits for answers in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Context window claimed by the `context` step when no `context_limit` is configured.
-const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
 
 static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("anthropic-ratelimit-requests-limit");
+static RATELIMIT_REMAINING: HeaderName =
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("anthropic-ratelimit-requests-reset");
 
 /// State shared by every connection of one server.
 struct Shared {
@@ -260,7 +260,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
 
 async fn handle(shared: Arc<Shared>, abort: Arc<Notify>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => chat(shared, abort, req).await,
+        (&Method::POST, "/v1/chat/completions") => {
+            complete(shared, abort, req, Dialect::OpenAi).await
+        }
+        (&Method::POST, "/v1/messages") => complete(shared, abort, req, Dialect::Anthropic).await,
         (&Method::GET, "/v1/models") => {
             let body = serde_json::json!({
                 "object": "list",
@@ -299,9 +302,10 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     resp
 }
 
-fn with_request_id(mut resp: Response<Body>, n: u64) -> Response<Body> {
+fn with_request_id(mut resp: Response<Body>, dialect: Dialect, n: u64) -> Response<Body> {
     if let Ok(v) = HeaderValue::try_from(format!("req_mock_{n}")) {
-        resp.headers_mut().insert(REQUEST_ID.clone(), v);
+        resp.headers_mut()
+            .insert(dialect.request_id_header().clone(), v);
     }
     resp
 }
@@ -315,22 +319,37 @@ fn format_ms(d: Duration) -> String {
     }
 }
 
-/// "644ms", "1.5s": the style of OpenAI's "Please try again in ..." hint.
-fn format_hint(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
-    }
+/// Answers a request that never reaches the fault engine (bad body, bad script, ...).
+fn reject(
+    shared: &Shared,
+    mut guard: InFlight,
+    dialect: Dialect,
+    n: u64,
+    outcome: Outcome,
+    status: StatusCode,
+    body: Bytes,
+) -> Response<Body> {
+    guard.finish();
+    shared.stats.record(outcome);
+    with_request_id(json_response(status, body), dialect, n)
 }
 
-/// `POST /v1/chat/completions`.
-async fn chat(shared: Arc<Shared>, abort: Arc<Notify>, req: Request<Incoming>) -> Response<Body> {
+/// `POST /v1/chat/completions` and `POST /v1/messages`: validation, the fault step and the
+/// stats are shared; only the wire rendering depends on the dialect.
+async fn complete(
+    shared: Arc<Shared>,
+    abort: Arc<Notify>,
+    req: Request<Incoming>,
+    dialect: Dialect,
+) -> Response<Body> {
     let n = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    shared.stats.request();
-    let mut guard = InFlight::new(shared.stats.clone());
+    shared.stats.request(dialect.api());
+    let guard = InFlight::new(shared.stats.clone());
     let (parts, body) = req.into_parts();
+    let invalid = |message: String, param: Option<&str>| Invalid {
+        message,
+        param: param.map(str::to_owned),
+    };
 
     let declared_len = parts
         .headers
@@ -338,22 +357,52 @@ async fn chat(shared: Arc<Shared>, abort: Arc<Notify>, req: Request<Incoming>) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|len| len > MAX_BODY as u64) {
-        guard.finish();
-        shared.stats.record(Outcome::InvalidRequest);
         let message = format!("Request body too large: the limit is {MAX_BODY} bytes.");
-        let body = openai_error(&message, "invalid_request_error", None, None);
-        return with_request_id(json_response(StatusCode::PAYLOAD_TOO_LARGE, body), n);
+        let body = dialect.too_large_body(&message);
+        let status = StatusCode::PAYLOAD_TOO_LARGE;
+        return reject(
+            &shared,
+            guard,
+            dialect,
+            n,
+            Outcome::InvalidRequest,
+            status,
+            body,
+        );
     }
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
         Ok(body) => body,
         Err(e) => {
-            guard.finish();
-            shared.stats.record(Outcome::InvalidRequest);
-            let message = format!("Could not read the request body: {e}");
-            let body = openai_error(&message, "invalid_request_error", None, None);
-            return with_request_id(json_response(StatusCode::BAD_REQUEST, body), n);
+            let body = dialect.invalid_body(&invalid(
+                format!("Could not read the request body: {e}"),
+                None,
+            ));
+            let status = StatusCode::BAD_REQUEST;
+            return reject(
+                &shared,
+                guard,
+                dialect,
+                n,
+                Outcome::InvalidRequest,
+                status,
+                body,
+            );
         }
     };
+
+    if dialect == Dialect::Anthropic && !parts.headers.contains_key(VERSION_HEADER) {
+        let body = dialect.invalid_body(&anthropic::missing_version());
+        let status = StatusCode::BAD_REQUEST;
+        return reject(
+            &shared,
+            guard,
+            dialect,
+            n,
+            Outcome::InvalidRequest,
+            status,
+            body,
+        );
+    }
 
     let script = match parts.headers.get(FAULT_HEADER) {
         None => None,
@@ -365,29 +414,29 @@ async fn chat(shared: Arc<Shared>, abort: Arc<Notify>, req: Request<Incoming>) -
             match parsed {
                 Ok(script) => Some(script),
                 Err(why) => {
-                    guard.finish();
-                    shared.stats.record(Outcome::BadScript);
                     let message = format!("Invalid {FAULT_HEADER} script: {why}");
-                    let body =
-                        openai_error(&message, "invalid_request_error", Some(FAULT_HEADER), None);
-                    return with_request_id(json_response(StatusCode::BAD_REQUEST, body), n);
+                    let body = dialect.invalid_body(&invalid(message, Some(FAULT_HEADER)));
+                    let status = StatusCode::BAD_REQUEST;
+                    return reject(&shared, guard, dialect, n, Outcome::BadScript, status, body);
                 }
             }
         }
     };
 
-    let request = match wire::parse_chat_request(&body) {
+    let request = match dialect.parse_request(&body) {
         Ok(request) => request,
-        Err(invalid) => {
-            guard.finish();
-            shared.stats.record(Outcome::InvalidRequest);
-            let body = openai_error(
-                &invalid.message,
-                "invalid_request_error",
-                invalid.param.as_deref(),
-                None,
+        Err(why) => {
+            let body = dialect.invalid_body(&why);
+            let status = StatusCode::BAD_REQUEST;
+            return reject(
+                &shared,
+                guard,
+                dialect,
+                n,
+                Outcome::InvalidRequest,
+                status,
+                body,
             );
-            return with_request_id(json_response(StatusCode::BAD_REQUEST, body), n);
         }
     };
 
@@ -404,21 +453,28 @@ async fn chat(shared: Arc<Shared>, abort: Arc<Notify>, req: Request<Incoming>) -
         None => Step::Ok,
     };
 
-    let resp = answer(&shared, &abort, guard, n, &request, step).await;
-    with_request_id(resp, n)
+    let resp = answer(&shared, &abort, guard, dialect, n, &request, step).await;
+    with_request_id(resp, dialect, n)
 }
 
-/// Produces the response for one validated chat request and its fault step.
+/// Produces the response for one validated request and its fault step.
 async fn answer(
     shared: &Arc<Shared>,
     abort: &Notify,
     mut guard: InFlight,
+    dialect: Dialect,
     n: u64,
     request: &ChatRequest,
     step: Step,
 ) -> Response<Body> {
     let config = &shared.config;
     let model = request.model.as_deref().unwrap_or(&config.model_name);
+    let cx = ErrorContext {
+        n,
+        model,
+        prompt_tokens: request.prompt_tokens,
+        context_limit: config.context_limit.map(|l| l as u64),
+    };
 
     if let Some(limit) = config.context_limit
         && step.answers()
@@ -426,11 +482,11 @@ async fn answer(
     {
         guard.finish();
         shared.stats.record(Outcome::Context);
-        let body = context_length_error(limit as u64, request.prompt_tokens);
-        return json_response(StatusCode::BAD_REQUEST, body);
+        return error_response(dialect, &cx, &Step::Context);
     }
 
     let half = config.chunks / 2;
+    let mut kind = Kind::Text;
     let (outcome, plan) = match step {
         Step::Ok => (
             Outcome::Ok,
@@ -438,6 +494,11 @@ async fn answer(
         ),
         Step::Delay(delay) => (Outcome::Ok, Plan::answer(config.chunks, delay, config)),
         Step::Chunks(chunks) => (Outcome::Ok, Plan::answer(chunks, config.ttft, config)),
+        Step::Tool(name) => {
+            kind = Kind::Tool(name.unwrap_or_else(|| DEFAULT_TOOL.to_owned()));
+            let items = dialect.tool_items();
+            (Outcome::Tool, Plan::answer(items, config.ttft, config))
+        }
         Step::Cut(after) => (
             Outcome::Cut,
             Plan::ending(after.unwrap_or(half), End::Cut, config),
@@ -459,7 +520,7 @@ async fn answer(
         Step::Inband { .. } => {
             guard.finish();
             shared.stats.record(Outcome::Inband);
-            return error_response(shared, n, model, request, Step::Status(500));
+            return error_response(dialect, &cx, &Step::Status(500));
         }
         Step::Reset => {
             guard.finish();
@@ -471,19 +532,17 @@ async fn answer(
         error => {
             guard.finish();
             shared.stats.record(error_outcome(&error));
-            return error_response(shared, n, model, request, error);
+            return error_response(dialect, &cx, &error);
         }
     };
     shared.stats.record(outcome);
-    let answer = Answer::new(n, model, request.prompt_tokens);
+    let render = dialect.render(n, model, request, kind);
 
     if request.stream {
         let state = StreamState {
-            template: answer.stream_template(request.include_usage),
-            include_usage: request.include_usage,
-            answer,
+            render,
             plan,
-            phase: Phase::Start,
+            phase: Phase::Head(0),
             guard,
             shared: shared.clone(),
         };
@@ -497,8 +556,8 @@ async fn answer(
 
     // A cut or stalled plain answer announces (and starts sending) the answer it would have been.
     let full = match plan.end {
-        End::Complete => answer.completion(plan.content),
-        _ => answer.completion(config.chunks),
+        End::Complete => render.full(plan.content),
+        _ => render.full(config.chunks),
     };
     // A plain answer's head waits for the whole "generation" to start.
     if !plan.ttft.is_zero() {
@@ -557,166 +616,77 @@ fn error_outcome(step: &Step) -> Outcome {
         Step::Cut(_) => Outcome::Cut,
         Step::Stall(_) => Outcome::Stall,
         Step::Inband { .. } => Outcome::Inband,
+        Step::Tool(_) => Outcome::Tool,
         Step::Ok | Step::Delay(_) | Step::Chunks(_) => Outcome::Ok,
     }
 }
 
-/// The status, headers and body of an error step.
-fn error_response(
-    shared: &Shared,
-    n: u64,
-    model: &str,
-    request: &ChatRequest,
-    step: Step,
-) -> Response<Body> {
-    let (status, body) = match &step {
-        Step::RateLimited {
-            retry_after_secs,
-            retry_after_ms,
-        } => {
-            let hint = retry_after_ms.or(retry_after_secs.map(Duration::from_secs));
-            let try_again = hint
-                .map(|d| format!(" Please try again in {}.", format_hint(d)))
+/// The status, headers and body of an error step in `dialect`'s format.
+///
+/// A 429 carries `retry-after` (seconds) and `retry-after-ms` as scripted, in both dialects
+/// (Anthropic documents only `retry-after`; the extra header is harmless and keeps sub-second
+/// hints exact). Anthropic 429s also carry `anthropic-ratelimit-requests-limit`,
+/// `anthropic-ratelimit-requests-remaining: 0` and `anthropic-ratelimit-requests-reset`
+/// (RFC 3339, now + the hint, rounded up to a whole second; now when there is no hint).
+fn error_response(dialect: Dialect, cx: &ErrorContext<'_>, step: &Step) -> Response<Body> {
+    let (status, body) = dialect.error_parts(step, cx);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = json_response(status, body);
+    if let Step::RateLimited {
+        retry_after_secs,
+        retry_after_ms,
+    } = step
+    {
+        let headers = resp.headers_mut();
+        if let Some(secs) = retry_after_secs {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        if let Some(ms) = retry_after_ms
+            && let Ok(v) = HeaderValue::try_from(format_ms(*ms))
+        {
+            headers.insert(RETRY_AFTER_MS.clone(), v);
+        }
+        if dialect == Dialect::Anthropic {
+            let hint = retry_after_ms
+                .or(retry_after_secs.map(Duration::from_secs))
                 .unwrap_or_default();
-            let message = format!(
-                "Rate limit reached for {model} in organization org-sluice-mock on requests per \
-                 min (RPM): Limit 60, Used 60, Requested 1.{try_again} Visit \
-                 https://platform.openai.com/account/rate-limits to learn more."
+            headers.insert(
+                RATELIMIT_LIMIT.clone(),
+                HeaderValue::from(RATE_LIMIT_REQUESTS),
             );
-            let body = openai_error(&message, "requests", None, Some("rate_limit_exceeded"));
-            let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, body);
-            let headers = resp.headers_mut();
-            if let Some(secs) = retry_after_secs {
-                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*secs));
+            headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from_static("0"));
+            if let Ok(v) = HeaderValue::try_from(anthropic::reset_timestamp(hint)) {
+                headers.insert(RATELIMIT_RESET.clone(), v);
             }
-            if let Some(ms) = retry_after_ms
-                && let Ok(v) = HeaderValue::try_from(format_ms(*ms))
-            {
-                headers.insert(RETRY_AFTER_MS.clone(), v);
-            }
-            return resp;
         }
-        Step::Quota => (
-            StatusCode::TOO_MANY_REQUESTS,
-            openai_error(
-                "You exceeded your current quota, please check your plan and billing details. \
-                 For more information on this error, read the docs: \
-                 https://platform.openai.com/docs/guides/error-codes/api-errors.",
-                "insufficient_quota",
-                None,
-                Some("insufficient_quota"),
-            ),
-        ),
-        Step::Unauthorized => (
-            StatusCode::UNAUTHORIZED,
-            openai_error(
-                "Incorrect API key provided: sk-mock***...0000. You can find your API key at \
-                 https://platform.openai.com/account/api-keys.",
-                "invalid_request_error",
-                None,
-                Some("invalid_api_key"),
-            ),
-        ),
-        Step::BadRequest => (
-            StatusCode::BAD_REQUEST,
-            openai_error(
-                "Invalid value for 'messages': the request was rejected by sluice-mock's \
-                 injected `400` fault.",
-                "invalid_request_error",
-                Some("messages"),
-                None,
-            ),
-        ),
-        Step::NotFound => (
-            StatusCode::NOT_FOUND,
-            openai_error(
-                &format!("The model '{model}' does not exist or you do not have access to it."),
-                "invalid_request_error",
-                None,
-                Some("model_not_found"),
-            ),
-        ),
-        Step::Context => {
-            let limit = shared
-                .config
-                .context_limit
-                .map_or(DEFAULT_CONTEXT_WINDOW, |l| l as u64);
-            let tokens = request.prompt_tokens.max(limit + 1);
-            (StatusCode::BAD_REQUEST, context_length_error(limit, tokens))
-        }
-        Step::Policy => (
-            StatusCode::BAD_REQUEST,
-            openai_error(
-                "Your request was rejected as a result of our safety system. Your prompt may \
-                 contain text that is not allowed by our safety system.",
-                "invalid_request_error",
-                None,
-                Some("content_policy_violation"),
-            ),
-        ),
-        Step::Status(502) => (
-            StatusCode::BAD_GATEWAY,
-            openai_error("Bad gateway.", "server_error", None, None),
-        ),
-        Step::Status(503) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            openai_error(
-                "That model is currently overloaded with other requests. You can retry your \
-                 request, or contact us through our help center at help.openai.com if the error \
-                 persists.",
-                "server_error",
-                None,
-                None,
-            ),
-        ),
-        Step::Status(504) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            openai_error("Gateway timeout.", "server_error", None, None),
-        ),
-        Step::Status(529) => (
-            StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            anthropic_overloaded(),
-        ),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            openai_error(
-                &format!(
-                    "The server had an error processing your request. Sorry about that! You can \
-                     retry your request, or contact us through our help center at \
-                     help.openai.com if you keep seeing this error. (Please include the request \
-                     ID req_mock_{n} in your email.)"
-                ),
-                "server_error",
-                None,
-                None,
-            ),
-        ),
-    };
-    json_response(status, body)
+    }
+    resp
 }
 
 /// How an answer ends after its content chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum End {
-    /// Finish chunk, optional usage chunk, `[DONE]`.
+    /// The dialect's tail events (finish chunk, usage chunk, `[DONE]` / `content_block_stop`,
+    /// `message_delta`, `message_stop`).
     Complete,
     /// Abort the connection.
     Cut,
     /// Go silent until the client leaves (or the server shuts down).
     Stall,
-    /// An in-band error event of this type, then the end of the stream.
-    Inband(String),
+    /// An in-band error event of this type (`None`: the dialect's default), then the end of
+    /// the stream.
+    Inband(Option<String>),
 }
 
 /// The shape of one answer.
 #[derive(Debug, Clone)]
 struct Plan {
-    /// Content chunks to send.
+    /// Content chunks (or tool-argument fragments) to send.
     content: usize,
     ttft: Duration,
     gap: Duration,
     end: End,
-    /// Send the in-band error as the very first event (no preamble).
+    /// Send the in-band error as the very first event (no head events).
     inband_first: bool,
 }
 
@@ -744,18 +714,19 @@ impl Plan {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Start,
+    /// Head event k (role chunk / `message_start`, `content_block_start`, `ping`).
+    Head(usize),
+    /// Item i.
     Content(usize),
-    Usage,
-    Done,
+    /// Tail event k.
+    Tail(usize),
     End,
 }
 
-/// The state of one SSE body; each call of [`StreamState::next`] produces one frame.
+/// The state of one SSE body; each call of [`StreamState::next`] produces one event, so every
+/// event is flushed on its own.
 struct StreamState {
-    template: StreamTemplate,
-    include_usage: bool,
-    answer: Answer,
+    render: Render,
     plan: Plan,
     phase: Phase,
     guard: InFlight,
@@ -765,12 +736,16 @@ struct StreamState {
 impl StreamState {
     async fn next(mut self) -> Option<(io::Result<Bytes>, StreamState)> {
         let frame = match self.phase {
-            Phase::Start => {
-                if self.plan.inband_first {
+            Phase::Head(k) => {
+                if k == 0 && self.plan.inband_first {
                     self.end_inband()
                 } else {
-                    self.phase = Phase::Content(0);
-                    self.template.preamble()
+                    self.phase = if k + 1 < self.render.head_len() {
+                        Phase::Head(k + 1)
+                    } else {
+                        Phase::Content(0)
+                    };
+                    self.render.head(k)
                 }
             }
             Phase::Content(i) if i < self.plan.content => {
@@ -783,17 +758,10 @@ impl StreamState {
                     tokio::time::sleep(delay).await;
                 }
                 self.phase = Phase::Content(i + 1);
-                self.template.content(i)
+                self.render.item(i)
             }
             Phase::Content(_) => match self.plan.end {
-                End::Complete => {
-                    self.phase = if self.include_usage {
-                        Phase::Usage
-                    } else {
-                        Phase::Done
-                    };
-                    self.template.finish()
-                }
+                End::Complete => self.tail(0),
                 End::Inband(_) => self.end_inband(),
                 End::Cut => {
                     // Let hyper flush what was produced, then abort the connection.
@@ -809,26 +777,30 @@ impl StreamState {
                     return Some((Err(io::Error::other("sluice-mock: shutting down")), self));
                 }
             },
-            Phase::Usage => {
-                self.phase = Phase::Done;
-                self.answer.usage_event(self.plan.content as u64)
-            }
-            Phase::Done => {
-                self.guard.finish();
-                self.phase = Phase::End;
-                Bytes::from_static(DONE_EVENT)
-            }
+            Phase::Tail(k) => self.tail(k),
             Phase::End => return None,
         };
         Some((Ok(frame), self))
+    }
+
+    /// Tail event k; the last one finishes the request before it is sent, so a client that
+    /// hangs up right after it is not counted as cancelled.
+    fn tail(&mut self, k: usize) -> Bytes {
+        if k + 1 >= self.render.tail_len() {
+            self.guard.finish();
+            self.phase = Phase::End;
+        } else {
+            self.phase = Phase::Tail(k + 1);
+        }
+        self.render.tail(k, self.plan.content)
     }
 
     fn end_inband(&mut self) -> Bytes {
         self.guard.finish();
         self.phase = Phase::End;
         match &self.plan.end {
-            End::Inband(error_type) => wire::inband_event(error_type),
-            _ => wire::inband_event("server_error"),
+            End::Inband(error_type) => self.render.inband(error_type.as_deref()),
+            _ => self.render.inband(None),
         }
     }
 }
@@ -867,11 +839,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_retry_hints() {
+    fn formats_retry_ms() {
         assert_eq!(format_ms(Duration::from_millis(1500)), "1500");
         assert_eq!(format_ms(Duration::from_micros(1500)), "1.500");
-        assert_eq!(format_hint(Duration::from_millis(644)), "644ms");
-        assert_eq!(format_hint(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(format_hint(Duration::from_secs(3)), "3s");
     }
 }

@@ -14,17 +14,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A snapshot of the mock's counters, as served by `GET /stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MockStats {
-    /// Chat completion requests received (valid or not).
+    /// Completion requests received (valid or not), Chat Completions and Messages together.
     pub requests: u64,
-    /// Requests answered normally (outcome `ok`, including `delay:` and `chunks:` steps).
+    /// Requests answered normally (outcomes `ok` and `tool`, including `delay:` and `chunks:`
+    /// steps).
     pub ok: u64,
     /// Chat requests being served right now (streams until their body ends or is dropped).
     pub in_flight: u64,
     /// Requests whose client went away before the response was finished.
     pub cancelled: u64,
     /// Requests per outcome name (`ok`, `429`, `quota`, `reset`, `cut`, `stall`, `inband`,
-    /// `context`, `invalid_request`, `bad_script`, ...); only non-zero entries.
+    /// `context`, `invalid_request`, `bad_script`, `tool`, ...); only non-zero entries.
     pub by_outcome: BTreeMap<String, u64>,
+    /// Requests per API dialect (`openai` for `/v1/chat/completions`, `anthropic` for
+    /// `/v1/messages`); only non-zero entries.
+    #[serde(default)]
+    pub by_api: BTreeMap<String, u64>,
+}
+
+/// The wire dialect a request was made in, for [`MockStats::by_api`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+impl Api {
+    const ALL: [Api; 2] = [Api::OpenAi, Api::Anthropic];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Anthropic => "anthropic",
+        }
+    }
 }
 
 /// What a chat request ended up as; the name is the fault step's name.
@@ -49,10 +72,11 @@ pub(crate) enum Outcome {
     Inband,
     InvalidRequest,
     BadScript,
+    Tool,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 19] = [
+    const ALL: [Outcome; 20] = [
         Outcome::Ok,
         Outcome::RateLimited,
         Outcome::Quota,
@@ -72,6 +96,7 @@ impl Outcome {
         Outcome::Inband,
         Outcome::InvalidRequest,
         Outcome::BadScript,
+        Outcome::Tool,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -95,6 +120,7 @@ impl Outcome {
             Outcome::Inband => "inband",
             Outcome::InvalidRequest => "invalid_request",
             Outcome::BadScript => "bad_script",
+            Outcome::Tool => "tool",
         }
     }
 }
@@ -107,15 +133,17 @@ pub(crate) struct Stats {
     in_flight: AtomicU64,
     cancelled: AtomicU64,
     by_outcome: [AtomicU64; Outcome::ALL.len()],
+    by_api: [AtomicU64; Api::ALL.len()],
 }
 
 impl Stats {
-    pub(crate) fn request(&self) {
+    pub(crate) fn request(&self, api: Api) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.by_api[api as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record(&self, outcome: Outcome) {
-        if outcome == Outcome::Ok {
+        if matches!(outcome, Outcome::Ok | Outcome::Tool) {
             self.ok.fetch_add(1, Ordering::Relaxed);
         }
         self.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
@@ -126,7 +154,7 @@ impl Stats {
         self.requests.store(0, Ordering::Relaxed);
         self.ok.store(0, Ordering::Relaxed);
         self.cancelled.store(0, Ordering::Relaxed);
-        for c in &self.by_outcome {
+        for c in self.by_outcome.iter().chain(&self.by_api) {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -139,12 +167,20 @@ impl Stats {
                 (n > 0).then(|| (o.name().to_owned(), n))
             })
             .collect();
+        let by_api = Api::ALL
+            .iter()
+            .filter_map(|a| {
+                let n = self.by_api[*a as usize].load(Ordering::Relaxed);
+                (n > 0).then(|| (a.name().to_owned(), n))
+            })
+            .collect();
         MockStats {
             requests: self.requests.load(Ordering::Relaxed),
             ok: self.ok.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
             by_outcome,
+            by_api,
         }
     }
 }
@@ -189,6 +225,9 @@ mod tests {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i);
         }
+        for (i, a) in Api::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i);
+        }
     }
 
     #[test]
@@ -200,17 +239,28 @@ mod tests {
         done.finish();
         drop(done);
         drop(dropped);
-        stats.request();
+        stats.request(Api::OpenAi);
+        stats.request(Api::Anthropic);
+        stats.request(Api::Anthropic);
         stats.record(Outcome::Ok);
         stats.record(Outcome::RateLimited);
+        stats.record(Outcome::Tool);
         let s = stats.snapshot();
         assert_eq!(s.in_flight, 0);
         assert_eq!(s.cancelled, 1);
-        assert_eq!(s.ok, 1);
-        assert_eq!(s.requests, 1);
+        assert_eq!(s.ok, 2);
+        assert_eq!(s.requests, 3);
         assert_eq!(
             s.by_outcome,
-            BTreeMap::from([("429".to_owned(), 1), ("ok".to_owned(), 1)])
+            BTreeMap::from([
+                ("429".to_owned(), 1),
+                ("ok".to_owned(), 1),
+                ("tool".to_owned(), 1)
+            ])
+        );
+        assert_eq!(
+            s.by_api,
+            BTreeMap::from([("anthropic".to_owned(), 2), ("openai".to_owned(), 1)])
         );
         stats.reset();
         assert_eq!(stats.snapshot(), MockStats::default());

@@ -1,5 +1,7 @@
-//! The OpenAI wire format the mock speaks: request validation, answers, SSE chunks and error
-//! bodies (shapes and messages from `shared/reference/provider-wire-formats.md` §1.1–1.5).
+//! The OpenAI wire format the mock speaks: request validation, answers (text and tool calls),
+//! SSE chunks and error bodies (shapes and messages from
+//! `shared/reference/provider-wire-formats.md` §1.1–1.5), plus the content every answer of
+//! either dialect carries ([`chunk_text`], [`TOOL_ARGUMENTS`]).
 //!
 //! Answers are written with small `push_str`s into one pre-sized buffer instead of building a
 //! `serde_json::Value` per chunk: the mock sits under gateway benchmarks at thousands of
@@ -8,10 +10,12 @@
 //! echoed model name is escaped once per request.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+
+use crate::script::Step;
 
 const WORDS: [&str; 16] = [
     "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "sluice",
@@ -26,7 +30,7 @@ pub fn chunk_text(i: usize) -> String {
     s
 }
 
-fn push_chunk_text(out: &mut String, i: usize) {
+pub(crate) fn push_chunk_text(out: &mut String, i: usize) {
     out.push_str(WORDS[i % WORDS.len()]);
     let _ = write!(out, "{i} ");
 }
@@ -39,6 +43,34 @@ pub fn mock_text(chunks: usize) -> String {
         push_chunk_text(&mut s, i);
     }
     s
+}
+
+/// The arguments of every mock tool call, as a JSON text: `{"location":"Paris"}`. OpenAI answers
+/// carry it verbatim in `function.arguments`; Anthropic answers carry it parsed, as the
+/// `tool_use` block's `input`.
+pub const TOOL_ARGUMENTS: &str = "{\"location\":\"Paris\"}";
+
+const TOOL_FRAGMENTS: [&str; 3] = ["{\"loc", "ation\":\"Pa", "ris\"}"];
+
+/// The pieces a streamed tool call's arguments arrive in (OpenAI `function.arguments`
+/// fragments; Anthropic `input_json_delta`s after a first empty one). They concatenate to
+/// [`TOOL_ARGUMENTS`].
+pub fn tool_fragments() -> &'static [&'static str] {
+    &TOOL_FRAGMENTS
+}
+
+/// `s` as a JSON string literal, quotes included.
+pub(crate) fn json_string(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+/// What a successful answer carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `mock_text(chunks)`, one chunk per stream event.
+    Text,
+    /// One tool call to this function/tool name with [`TOOL_ARGUMENTS`].
+    Tool(String),
 }
 
 /// Seconds since the Unix epoch (the `created` field; wall clock, not the pausable tokio one).
@@ -311,6 +343,23 @@ impl Answer {
         Bytes::from(out)
     }
 
+    /// The non-streaming `chat.completion` JSON with one tool call to `name`
+    /// (`finish_reason: "tool_calls"`; one completion token per argument fragment).
+    pub(crate) fn tool_completion(&self, name: &str) -> Bytes {
+        let mut out = String::with_capacity(600);
+        self.push_head(&mut out, "chat.completion");
+        let _ = write!(
+            out,
+            r#""choices":[{{"index":0,"message":{{"role":"assistant","content":null,"tool_calls":[{{"id":"call_mock_{}","type":"function","function":{{"name":{},"arguments":{}}}}}],"refusal":null}},"logprobs":null,"finish_reason":"tool_calls"}}],"#,
+            self.id,
+            json_string(name),
+            json_string(TOOL_ARGUMENTS)
+        );
+        self.push_usage(&mut out, TOOL_FRAGMENTS.len() as u64);
+        out.push('}');
+        Bytes::from(out)
+    }
+
     /// The fixed parts of every `chat.completion.chunk` of one stream.
     pub(crate) fn stream_template(&self, include_usage: bool) -> StreamTemplate {
         let mut prefix = String::with_capacity(200);
@@ -375,6 +424,171 @@ impl StreamTemplate {
     pub(crate) fn finish(&self) -> Bytes {
         self.event("{}", r#""stop""#)
     }
+
+    /// The first chunk of a tool-call answer: the role and the call's first fragment (`id`,
+    /// `type`, `function.name` and empty `arguments`).
+    pub(crate) fn tool_preamble(&self, id: u64, name: &str) -> Bytes {
+        let delta = format!(
+            r#"{{"role":"assistant","content":null,"tool_calls":[{{"index":0,"id":"call_mock_{id}","type":"function","function":{{"name":{},"arguments":""}}}}]}}"#,
+            json_string(name)
+        );
+        self.event(&delta, "null")
+    }
+
+    /// Argument fragment `i` of a tool-call answer (see [`tool_fragments`]).
+    pub(crate) fn tool_fragment(&self, i: usize) -> Bytes {
+        let delta = format!(
+            r#"{{"tool_calls":[{{"index":0,"function":{{"arguments":{}}}}}]}}"#,
+            json_string(TOOL_FRAGMENTS[i % TOOL_FRAGMENTS.len()])
+        );
+        self.event(&delta, "null")
+    }
+
+    /// The chunk with an empty delta and `finish_reason: "tool_calls"`.
+    pub(crate) fn tool_finish(&self) -> Bytes {
+        self.event("{}", r#""tool_calls""#)
+    }
+}
+
+/// The facts an error body may mention.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorContext<'a> {
+    /// The request number (`req_mock_<n>`).
+    pub(crate) n: u64,
+    /// The model echoed in messages.
+    pub(crate) model: &'a str,
+    pub(crate) prompt_tokens: u64,
+    /// The configured context window, if any.
+    pub(crate) context_limit: Option<u64>,
+}
+
+/// Context window claimed by the `context` step when no `context_limit` is configured.
+const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
+
+/// "644ms", "1.5s": the style of OpenAI's "Please try again in ..." hint.
+pub(crate) fn format_hint(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        let s = format!("{:.3}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+/// The status and OpenAI body of an error step (headers are added by the server).
+/// Non-error steps get the 500 `server_error`.
+pub(crate) fn error_parts(step: &Step, cx: &ErrorContext<'_>) -> (u16, Bytes) {
+    let model = cx.model;
+    match step {
+        Step::RateLimited {
+            retry_after_secs,
+            retry_after_ms,
+        } => {
+            let hint = retry_after_ms.or(retry_after_secs.map(Duration::from_secs));
+            let try_again = hint
+                .map(|d| format!(" Please try again in {}.", format_hint(d)))
+                .unwrap_or_default();
+            let message = format!(
+                "Rate limit reached for {model} in organization org-sluice-mock on requests per \
+                 min (RPM): Limit 60, Used 60, Requested 1.{try_again} Visit \
+                 https://platform.openai.com/account/rate-limits to learn more."
+            );
+            (
+                429,
+                openai_error(&message, "requests", None, Some("rate_limit_exceeded")),
+            )
+        }
+        Step::Quota => (
+            429,
+            openai_error(
+                "You exceeded your current quota, please check your plan and billing details. \
+                 For more information on this error, read the docs: \
+                 https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                "insufficient_quota",
+                None,
+                Some("insufficient_quota"),
+            ),
+        ),
+        Step::Unauthorized => (
+            401,
+            openai_error(
+                "Incorrect API key provided: sk-mock***...0000. You can find your API key at \
+                 https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+        ),
+        Step::BadRequest => (
+            400,
+            openai_error(
+                "Invalid value for 'messages': the request was rejected by sluice-mock's \
+                 injected `400` fault.",
+                "invalid_request_error",
+                Some("messages"),
+                None,
+            ),
+        ),
+        Step::NotFound => (
+            404,
+            openai_error(
+                &format!("The model '{model}' does not exist or you do not have access to it."),
+                "invalid_request_error",
+                None,
+                Some("model_not_found"),
+            ),
+        ),
+        Step::Context => {
+            let limit = cx.context_limit.unwrap_or(DEFAULT_CONTEXT_WINDOW);
+            let tokens = cx.prompt_tokens.max(limit + 1);
+            (400, context_length_error(limit, tokens))
+        }
+        Step::Policy => (
+            400,
+            openai_error(
+                "Your request was rejected as a result of our safety system. Your prompt may \
+                 contain text that is not allowed by our safety system.",
+                "invalid_request_error",
+                None,
+                Some("content_policy_violation"),
+            ),
+        ),
+        Step::Status(502) => (
+            502,
+            openai_error("Bad gateway.", "server_error", None, None),
+        ),
+        Step::Status(503) => (
+            503,
+            openai_error(
+                "That model is currently overloaded with other requests. You can retry your \
+                 request, or contact us through our help center at help.openai.com if the error \
+                 persists.",
+                "server_error",
+                None,
+                None,
+            ),
+        ),
+        Step::Status(504) => (
+            504,
+            openai_error("Gateway timeout.", "server_error", None, None),
+        ),
+        Step::Status(529) => (529, anthropic_overloaded()),
+        _ => (
+            500,
+            openai_error(
+                &format!(
+                    "The server had an error processing your request. Sorry about that! You can \
+                     retry your request, or contact us through our help center at \
+                     help.openai.com if you keep seeing this error. (Please include the request \
+                     ID req_mock_{} in your email.)",
+                    cx.n
+                ),
+                "server_error",
+                None,
+                None,
+            ),
+        ),
+    }
 }
 
 /// The stream terminator.
@@ -411,6 +625,56 @@ mod tests {
                 .iter()
                 .all(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' '))
         );
+    }
+
+    #[test]
+    fn tool_fragments_concatenate_to_the_arguments() {
+        assert_eq!(tool_fragments().concat(), TOOL_ARGUMENTS);
+        let args: Value = serde_json::from_str(TOOL_ARGUMENTS).unwrap();
+        assert_eq!(args, json!({"location": "Paris"}));
+        assert_eq!(tool_fragments().len(), 3);
+    }
+
+    #[test]
+    fn tool_answers_are_valid_json() {
+        let a = Answer::new(4, "m", 2);
+        let v: Value = serde_json::from_slice(&a.tool_completion("get_weather")).unwrap();
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        assert_eq!(
+            choice["message"]["tool_calls"],
+            json!([{"id": "call_mock_4", "type": "function",
+                    "function": {"name": "get_weather", "arguments": TOOL_ARGUMENTS}}])
+        );
+        assert_eq!(v["usage"]["completion_tokens"], 3);
+        let t = a.stream_template(false);
+        let pre: Value = serde_json::from_slice(&t.tool_preamble(4, "f")[6..]).unwrap();
+        assert_eq!(
+            pre["choices"][0]["delta"],
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+                   "id": "call_mock_4", "type": "function",
+                   "function": {"name": "f", "arguments": ""}}]})
+        );
+        let args: String = (0..3)
+            .map(|i| {
+                let v: Value = serde_json::from_slice(&t.tool_fragment(i)[6..]).unwrap();
+                let call = &v["choices"][0]["delta"]["tool_calls"][0];
+                assert_eq!(call["index"], 0);
+                assert!(call.get("id").is_none());
+                call["function"]["arguments"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(args, TOOL_ARGUMENTS);
+        let fin: Value = serde_json::from_slice(&t.tool_finish()[6..]).unwrap();
+        assert_eq!(fin["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn formats_retry_hints() {
+        assert_eq!(format_hint(Duration::from_millis(644)), "644ms");
+        assert_eq!(format_hint(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_hint(Duration::from_secs(3)), "3s");
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sluice_mock::{MockConfig, MockServer, MockStats, chunk_text, mock_text};
+use sluice_mock::{
+    MockConfig, MockServer, MockStats, TOOL_ARGUMENTS, chunk_text, mock_text, tool_fragments,
+};
 use tokio::time::Instant;
 
 fn client() -> reqwest::Client {
@@ -947,4 +949,97 @@ async fn concurrent_requests_are_all_served() {
     }
     let stats = mock.wait_stats(|s| s.in_flight == 0).await;
     assert_eq!((stats.requests, stats.ok, stats.cancelled), (200, 200, 0));
+}
+
+#[tokio::test]
+async fn tool_step_non_stream_answers_with_one_tool_call() {
+    let mock = Mock::start(MockConfig::default()).await;
+    // No `tools` in the request: the mock answers with a tool call anyway.
+    let resp = mock
+        .chat(&body(false), Some("tool,tool:lookup_stock"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], "chatcmpl-mock-1");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    assert_eq!(
+        choice["message"]["tool_calls"],
+        json!([{"id": "call_mock_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}}])
+    );
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        TOOL_ARGUMENTS
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    let v: Value = mock
+        .chat(&body(false), Some("tool,tool:lookup_stock"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "lookup_stock");
+    assert_eq!(call["id"], "call_mock_2");
+    let stats = mock.server.stats();
+    assert_eq!(stats.ok, 2);
+    assert_eq!(stats.by_outcome["tool"], 2);
+    assert_eq!(stats.by_api, [("openai".to_owned(), 2)].into());
+}
+
+#[tokio::test]
+async fn tool_step_stream_sends_the_arguments_in_fragments() {
+    let mock = Mock::start(MockConfig::default()).await;
+    let mut b = body(true);
+    b["stream_options"] = json!({"include_usage": true});
+    let (events, err) = Sse::new(mock.chat(&b, Some("tool")).await).collect().await;
+    assert!(err.is_none(), "{err:?}");
+    // Preamble with the first fragment, 3 argument fragments, finish, usage, [DONE].
+    assert_eq!(events.len(), 1 + 3 + 1 + 1 + 1, "{events:#?}");
+    let pre = parse(&events[0]);
+    assert_eq!(
+        pre["choices"][0]["delta"],
+        json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+               "id": "call_mock_1", "type": "function",
+               "function": {"name": "get_weather", "arguments": ""}}]})
+    );
+    assert_eq!(pre["choices"][0]["finish_reason"], Value::Null);
+    let mut args = String::new();
+    for (event, expected) in events[1..4].iter().zip(tool_fragments()) {
+        let v = parse(event);
+        assert_eq!(
+            v["choices"][0]["delta"],
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": expected}}]})
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], Value::Null);
+        args.push_str(
+            v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        );
+    }
+    assert_eq!(args, TOOL_ARGUMENTS);
+    let finish = parse(&events[4]);
+    assert_eq!(finish["choices"][0]["delta"], json!({}));
+    assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+    let usage = parse(&events[5]);
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert_eq!(events[6], "[DONE]");
+
+    // Without include_usage: no usage chunk.
+    let (events, _) = Sse::new(mock.chat(&body(true), Some("tool:f")).await)
+        .collect()
+        .await;
+    assert_eq!(events.len(), 1 + 3 + 1 + 1, "{events:#?}");
+    assert_eq!(
+        parse(&events[0])["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+        "f"
+    );
+    let stats = mock.wait_stats(|s| s.in_flight == 0).await;
+    assert_eq!((stats.ok, stats.cancelled), (2, 0));
+    assert_eq!(stats.by_outcome["tool"], 2);
 }

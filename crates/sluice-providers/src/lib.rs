@@ -8,10 +8,15 @@
 //!   create a [`StreamDecoder`] that turns SSE events into canonical [`StreamEvent`]s.
 //!   [`OpenAiAdapter`] is the OpenAI implementation. Adding a provider adds one adapter file and
 //!   touches nothing in the retry, limiter or breaker code.
+//! - [`AnthropicAdapter`] speaks Anthropic Messages, translating to and from the canonical types;
+//!   [`to_anthropic_request`], [`from_anthropic_request`], [`to_anthropic_response`] and
+//!   [`AnthropicStreamEncoder`] are the same translation for the gateway's `POST /v1/messages`
+//!   (the field-by-field table is in the `anthropic` module's source docs).
 //! - [`Endpoint`] is one configured provider: name, base URL, [`ApiKey`] and adapter.
 //! - [`build_http_client`] makes the one pooled HTTP client (reqwest + rustls) every call shares.
 
 mod adapter;
+mod anthropic;
 mod error;
 mod http_client;
 mod openai;
@@ -19,6 +24,11 @@ mod secret;
 mod wire;
 
 pub use adapter::{Adapter, Endpoint, StreamDecoder, StreamEvent};
+pub use anthropic::{
+    ANTHROPIC_VERSION, AnthropicAdapter, AnthropicStreamEncoder, DEFAULT_MAX_TOKENS,
+    TranslateError, anthropic_error_body, anthropic_error_type, from_anthropic_request,
+    to_anthropic_request, to_anthropic_response,
+};
 pub use error::{UpstreamError, transport_error};
 pub use http_client::{HttpClientError, build_http_client};
 pub use openai::OpenAiAdapter;

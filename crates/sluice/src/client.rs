@@ -6,12 +6,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sluice_core::{NoopObserver, Observer, PolicyError, RandomSource, RetryPolicy, SplitMix64};
+use sluice_core::{
+    BreakerConfig, BudgetConfig, NoopObserver, Observer, PolicyError, RandomSource, RetryPolicy,
+    SplitMix64,
+};
 use sluice_providers::{
     ApiKey, ChatRequest, ChatResponse, Endpoint, HttpClientError, OpenAiAdapter, build_http_client,
 };
 
 use crate::executor::{self, Answer, CallOptions, Mode};
+use crate::health::{HealthRegistry, TargetStatus};
 use crate::{ChatStream, Error};
 
 /// One place a request can go: a provider endpoint and the model name it is sent with.
@@ -20,6 +24,7 @@ pub struct Target {
     endpoint: Arc<Endpoint>,
     model: String,
     name: Arc<str>,
+    context_window: Option<u32>,
 }
 
 impl Target {
@@ -27,11 +32,25 @@ impl Target {
     pub fn new(endpoint: Arc<Endpoint>, model: impl Into<String>) -> Self {
         let model = model.into();
         let name = Arc::from(format!("{}/{}", endpoint.name, model));
+        let context_window = sluice_core::model_info(&model).map(|i| i.context_window);
         Self {
             endpoint,
             model,
             name,
+            context_window,
         }
+    }
+
+    /// Overrides the registry's context window for this target.
+    pub fn with_context_window(mut self, window: Option<u32>) -> Self {
+        self.context_window = window;
+        self
+    }
+
+    /// The target's context window: configured, else from the model registry; `None` when
+    /// unknown.
+    pub fn context_window(&self) -> Option<u32> {
+        self.context_window
     }
 
     /// `provider/model`, the name used in logs, metrics and errors.
@@ -110,6 +129,11 @@ pub struct ClientBuilder {
     rng: Option<Box<dyn RandomSource>>,
     observer: Arc<dyn Observer>,
     http: Option<reqwest::Client>,
+    breaker: BreakerConfig,
+    budget: BudgetConfig,
+    provider_breaker: HashMap<Arc<str>, BreakerConfig>,
+    provider_budget: HashMap<Arc<str>, BudgetConfig>,
+    context_windows: HashMap<String, u32>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -132,7 +156,42 @@ impl ClientBuilder {
             rng: None,
             observer: Arc::new(NoopObserver),
             http: None,
+            breaker: BreakerConfig::default(),
+            budget: BudgetConfig::default(),
+            provider_breaker: HashMap::new(),
+            provider_budget: HashMap::new(),
+            context_windows: HashMap::new(),
         }
+    }
+
+    /// Circuit breaker settings for every target (a provider may override them).
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Retry budget settings for every target (a provider may override them).
+    pub fn budget(mut self, config: BudgetConfig) -> Self {
+        self.budget = config;
+        self
+    }
+
+    /// Breaker settings for the targets of provider `name`.
+    pub fn provider_breaker(mut self, name: &str, config: BreakerConfig) -> Self {
+        self.provider_breaker.insert(Arc::from(name), config);
+        self
+    }
+
+    /// Retry budget settings for the targets of provider `name`.
+    pub fn provider_budget(mut self, name: &str, config: BudgetConfig) -> Self {
+        self.provider_budget.insert(Arc::from(name), config);
+        self
+    }
+
+    /// Sets the context window of target `provider/model`, overriding the model registry.
+    pub fn context_window(mut self, target: &str, window: u32) -> Self {
+        self.context_windows.insert(target.to_owned(), window);
+        self
     }
 
     /// Adds a provider endpoint. The first one added serves models that match no route and
@@ -224,6 +283,14 @@ impl ClientBuilder {
     /// Validates everything and builds the client.
     pub fn build(self) -> Result<Client, BuildError> {
         self.policy.validate()?;
+        self.breaker.validate()?;
+        self.budget.validate()?;
+        for c in self.provider_breaker.values() {
+            c.validate()?;
+        }
+        for c in self.provider_budget.values() {
+            c.validate()?;
+        }
         let mut endpoints: HashMap<Arc<str>, Arc<Endpoint>> = HashMap::new();
         let mut order = Vec::new();
         for e in self.endpoints {
@@ -271,7 +338,13 @@ impl ClientBuilder {
                             target: t.clone(),
                             known: order.join(", "),
                         })?;
-                resolved.push(Target::new(endpoint.clone(), model));
+                let target = Target::new(endpoint.clone(), model);
+                let window = self
+                    .context_windows
+                    .get(target.name().as_ref())
+                    .copied()
+                    .or(target.context_window());
+                resolved.push(target.with_context_window(window));
             }
             let policy = match policy {
                 Some(p) => {
@@ -305,6 +378,13 @@ impl ClientBuilder {
                         .unwrap_or_else(|| Box::new(SplitMix64::from_entropy())),
                 ),
                 observer: self.observer,
+                health: HealthRegistry::new(
+                    self.breaker,
+                    self.budget,
+                    self.provider_breaker,
+                    self.provider_budget,
+                ),
+                context_windows: self.context_windows,
             }),
         })
     }
@@ -318,6 +398,8 @@ pub(crate) struct Inner {
     default_policy: Arc<RetryPolicy>,
     pub(crate) rng: Mutex<Box<dyn RandomSource>>,
     pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) health: HealthRegistry,
+    context_windows: HashMap<String, u32>,
 }
 
 /// A resilient LLM client. Cheap to clone; clones share the connection pool and jitter source.
@@ -385,7 +467,14 @@ impl Client {
             return Ok(route.clone());
         }
         let direct = |endpoint: &Arc<Endpoint>, model: &str| Route {
-            targets: vec![Target::new(endpoint.clone(), model)],
+            targets: vec![{
+                let target = Target::new(endpoint.clone(), model);
+                let window = inner.context_windows.get(target.name().as_ref()).copied();
+                match window {
+                    Some(w) => target.with_context_window(Some(w)),
+                    None => target,
+                }
+            }],
             policy: inner.default_policy.clone(),
             fallback_on_content_policy: false,
         };
@@ -402,6 +491,11 @@ impl Client {
                 model: model.to_owned(),
             }),
         }
+    }
+
+    /// Health of every target used so far: breaker state, retry budget, rate-limit park.
+    pub fn target_status(&self) -> Vec<TargetStatus> {
+        self.inner.health.snapshot(tokio::time::Instant::now())
     }
 
     /// The names of configured routes.

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::client::{Client, Route, Target};
 use crate::error::{AttemptRecord, CallFailure, Error};
+use crate::health::{AttemptGuard, Availability, TargetHealth};
 use crate::stream::{ChatStream, Committed, EventReader, ReadError};
 
 /// Whether the caller wants the whole answer or a stream.
@@ -110,85 +111,231 @@ struct TargetFailure {
     reason: GiveUpReason,
 }
 
+/// How a target's turn in the chain ended without an answer.
+enum TargetOutcome {
+    /// Attempts were made and failed.
+    Failed(TargetFailure),
+    /// No attempt could be made (breaker open, or parked longer than the call can wait); it may
+    /// be available after the duration.
+    Unavailable(TargetFailure, Duration),
+}
+
 impl Call<'_> {
+    /// Walks the chain: each target gets its own retries; the chain moves on when a failure is
+    /// fallback-worthy, skips targets whose breaker is open, and waits for the earliest target
+    /// to become available when none is and the deadline allows.
     async fn run(&self, req: ChatRequest) -> Result<Answer, Error> {
         let mut records = Vec::new();
         let mut failure: Option<TargetFailure> = None;
         let mut tried = 0;
-        for (i, target) in self.route.targets.iter().enumerate() {
-            if let Some(previous) = &failure {
-                if !self.may_fall_back(previous.last.class)
-                    || self.deadline.is_expired(Instant::now())
-                {
-                    break;
+        loop {
+            let mut earliest: Option<Duration> = None;
+            let mut previous: Option<&Target> = None;
+            let mut overflowed_window: Option<Option<u32>> = None;
+            for target in &self.route.targets {
+                if let (Some(prev), Some(f)) = (previous, &failure) {
+                    if !self.may_fall_back(f.last.class) || self.deadline.is_expired(Instant::now())
+                    {
+                        return Err(self.fail(failure, records, tried));
+                    }
+                    if f.last.class == ErrorClass::ContextLength {
+                        overflowed_window.get_or_insert(prev.context_window());
+                    }
                 }
-                let from = self.route.targets[i - 1].name().clone();
-                tracing::warn!(from = %from, to = %target.name(), "falling back to the next target");
-                self.observe(CallEvent::FallbackTaken {
-                    from,
-                    to: target.name().clone(),
-                });
+                if let Some(window) = overflowed_window {
+                    // Only a strictly larger, known window can take a prompt that overflowed.
+                    let larger = match (window, target.context_window()) {
+                        (Some(w), Some(t)) => t > w,
+                        _ => false,
+                    };
+                    if !larger {
+                        self.skip(target, "smaller_window");
+                        continue;
+                    }
+                }
+                if let (Some(prev), Some(_)) = (previous, &failure) {
+                    tracing::warn!(from = %prev.name(), to = %target.name(), "falling back to the next target");
+                    self.observe(CallEvent::FallbackTaken {
+                        from: prev.name().clone(),
+                        to: target.name().clone(),
+                    });
+                }
+                match self.run_target(target, &req, &mut records).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(TargetOutcome::Failed(f)) => {
+                        tried += 1;
+                        failure = Some(f);
+                        previous = Some(target);
+                    }
+                    Err(TargetOutcome::Unavailable(f, wait)) => {
+                        earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+                        failure.get_or_insert(f);
+                        previous = Some(target);
+                    }
+                }
             }
-            tried += 1;
-            match self.run_target(target, &req, &mut records).await {
-                Ok(answer) => return Ok(answer),
-                Err(f) => failure = Some(f),
+            // Every target failed or was passed over. If none could even be tried (all open or
+            // parked), wait for the first to come back when the deadline allows.
+            match earliest {
+                Some(wait) if tried == 0 && wait < self.deadline.remaining(Instant::now()) => {
+                    tracing::info!(
+                        wait_ms = wait.as_millis() as u64,
+                        "every target is unavailable; waiting for the earliest"
+                    );
+                    tokio::time::sleep(wait).await;
+                    failure = None;
+                }
+                _ => return Err(self.fail(failure, records, tried)),
             }
         }
-        let failure = failure.expect("a route has at least one target");
-        Err(Error::Call(Box::new(CallFailure {
+    }
+
+    fn fail(
+        &self,
+        failure: Option<TargetFailure>,
+        records: Vec<AttemptRecord>,
+        tried: usize,
+    ) -> Error {
+        let failure = failure.unwrap_or_else(|| TargetFailure {
+            last: UpstreamError::new(
+                ErrorClass::ContextLength,
+                "no target of this route has a context window larger than the one that overflowed",
+            ),
+            reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
+        });
+        Error::Call(Box::new(CallFailure {
             class: failure.last.class,
             reason: failure.reason,
             attempts: records,
             last: failure.last,
-            targets_tried: tried,
-        })))
+            targets_tried: tried.max(1),
+        }))
+    }
+
+    fn skip(&self, target: &Target, reason: &'static str) {
+        tracing::info!(upstream = %target.name(), reason, "skipping target");
+        self.observe(CallEvent::TargetSkipped {
+            target: target.name().clone(),
+            reason,
+        });
     }
 
     fn may_fall_back(&self, class: ErrorClass) -> bool {
         match class.disposition().fallback {
-            FallbackRule::Always => true,
+            FallbackRule::Always | FallbackRule::LargerWindowOnly => true,
             FallbackRule::Never => false,
-            // Context windows are not known yet; without them no target is known to be larger.
-            FallbackRule::LargerWindowOnly => false,
             FallbackRule::IfConfigured => self.route.fallback_on_content_policy,
         }
     }
 
-    /// The attempt loop on one target: attempt, classify, decide, sleep, repeat.
+    /// Waits out a park when it is a hint this call would have honoured anyway; else reports
+    /// the target unavailable. Returns the admitted attempt's probe flag.
+    async fn admit(
+        &self,
+        target: &Target,
+        health: &Arc<parking_lot::Mutex<TargetHealth>>,
+    ) -> Result<bool, (GiveUpReason, Duration)> {
+        loop {
+            let now = Instant::now();
+            let availability = health.lock().admit(now);
+            match availability {
+                Availability::Ready { probe } => return Ok(probe),
+                Availability::Parked { wait } => {
+                    let remaining = self.deadline.remaining(now);
+                    if wait > self.route.policy.max_retry_after || wait >= remaining {
+                        self.skip(target, "parked");
+                        return Err((GiveUpReason::Parked { wait }, wait));
+                    }
+                    tracing::debug!(upstream = %target.name(), wait_ms = wait.as_millis() as u64, "target parked after a rate limit; waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                Availability::Open { wait } => {
+                    self.skip(target, "circuit_open");
+                    return Err((GiveUpReason::CircuitOpen { wait }, wait));
+                }
+            }
+        }
+    }
+
+    /// The attempt loop on one target: admit, attempt, classify, decide, sleep, repeat.
     async fn run_target(
         &self,
         target: &Target,
         req: &ChatRequest,
         records: &mut Vec<AttemptRecord>,
-    ) -> Result<Answer, TargetFailure> {
+    ) -> Result<Answer, TargetOutcome> {
         let policy: &RetryPolicy = &self.route.policy;
         let max_attempts = policy.max_retries + 1;
+        let health = self.client.inner.health.get(target);
         let mut upstream_req = req.clone();
         upstream_req.model = target.model().to_owned();
         let mut retries = 0u32;
         loop {
             let attempt_no = retries + 1;
+            let probe = match self.admit(target, &health).await {
+                Ok(probe) => probe,
+                Err((reason, wait)) => {
+                    let class = if matches!(reason, GiveUpReason::Parked { .. }) {
+                        ErrorClass::RateLimited
+                    } else {
+                        ErrorClass::Overloaded
+                    };
+                    let last =
+                        UpstreamError::new(class, format!("{} not tried: {reason}", target.name()));
+                    return Err(if retries == 0 {
+                        TargetOutcome::Unavailable(TargetFailure { last, reason }, wait)
+                    } else {
+                        TargetOutcome::Failed(TargetFailure { last, reason })
+                    });
+                }
+            };
+            if retries == 0 {
+                health.lock().budget.record_request(Instant::now());
+            }
             self.observe(CallEvent::AttemptStarted {
                 target: target.name().clone(),
                 attempt: attempt_no,
             });
+            let guard = AttemptGuard::new(health.clone(), probe);
             let total_attempts = records.len() as u32 + 1;
-            let err = match self.attempt(target, &upstream_req, total_attempts).await {
-                Ok(answer) => return Ok(answer),
+            let err = match self
+                .attempt(target, &upstream_req, total_attempts, &health)
+                .await
+            {
+                Ok(answer) => {
+                    let transition = guard.success(Instant::now());
+                    self.transition(target, transition);
+                    return Ok(answer);
+                }
                 Err(err) => err,
             };
+            let now = Instant::now();
+            let transition = guard.failure(err.class, now);
+            self.transition(target, transition);
+            if err.class == ErrorClass::RateLimited {
+                if let Some(hint) = err.hints.retry_after {
+                    health.lock().park(now + hint);
+                }
+            }
             self.observe(CallEvent::AttemptFailed {
                 target: target.name().clone(),
                 attempt: attempt_no,
                 class: err.class,
                 status: err.status,
             });
-            let remaining = self.deadline.remaining(Instant::now());
-            let decision = {
+            let remaining = self.deadline.remaining(now);
+            let mut decision = {
                 let mut rng = self.client.inner.rng.lock();
                 policy.decide(err.class, retries, &err.hints, remaining, rng.as_mut())
             };
+            if matches!(decision, RetryDecision::Retry { .. })
+                && !health.lock().budget.try_withdraw(now)
+            {
+                self.observe(CallEvent::BudgetExhausted {
+                    target: target.name().clone(),
+                });
+                decision = RetryDecision::GiveUp(GiveUpReason::BudgetExhausted);
+            }
             let status = err
                 .status
                 .map_or_else(|| "no HTTP status".to_owned(), |s| s.to_string());
@@ -231,9 +378,20 @@ impl Call<'_> {
                         class: err.class,
                         reason,
                     });
-                    return Err(TargetFailure { last: err, reason });
+                    return Err(TargetOutcome::Failed(TargetFailure { last: err, reason }));
                 }
             }
+        }
+    }
+
+    fn transition(&self, target: &Target, transition: Option<sluice_core::Transition>) {
+        if let Some(t) = transition {
+            tracing::warn!(upstream = %target.name(), from = t.from.metric_label(), to = t.to.metric_label(), "circuit breaker changed state");
+            self.observe(CallEvent::BreakerTransition {
+                target: target.name().clone(),
+                from: t.from,
+                to: t.to,
+            });
         }
     }
 
@@ -243,6 +401,7 @@ impl Call<'_> {
         target: &Target,
         req: &ChatRequest,
         total_attempts: u32,
+        health: &Arc<parking_lot::Mutex<TargetHealth>>,
     ) -> Result<Answer, UpstreamError> {
         let policy = &self.route.policy;
         let endpoint = target.endpoint();
@@ -384,6 +543,7 @@ impl Call<'_> {
                     deadline: self.deadline,
                     forward_usage: self.forward_usage,
                     observer: self.client.inner.observer.clone(),
+                    health: health.clone(),
                 })))
             }
         }

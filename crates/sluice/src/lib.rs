@@ -28,13 +28,16 @@
 mod client;
 mod error;
 mod executor;
+mod health;
 mod stream;
 
 pub use client::{BuildError, Client, ClientBuilder, Route, Target};
 pub use error::{AttemptRecord, CallFailure, Error, Interruption, StreamInterrupted};
 pub use executor::{Answer, CallInfo, CallOptions};
+pub use health::TargetStatus;
 pub use sluice_core::{
-    CallEvent, ErrorClass, NoopObserver, Observer, RandomSource, RetryPolicy, SplitMix64,
+    BreakerConfig, BreakerState, BudgetConfig, CallEvent, ErrorClass, NoopObserver, Observer,
+    RandomSource, RetryPolicy, SplitMix64,
 };
 pub use sluice_providers::{
     Adapter, ApiKey, ChatChunk, ChatRequest, ChatResponse, Endpoint, Message, OpenAiAdapter,

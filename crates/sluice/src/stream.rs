@@ -170,6 +170,7 @@ pub(crate) struct Committed {
     pub(crate) deadline: Deadline,
     pub(crate) forward_usage: bool,
     pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) health: Arc<parking_lot::Mutex<crate::health::TargetHealth>>,
 }
 
 struct LiveState {
@@ -194,6 +195,21 @@ impl ChatStream {
                 Ok(Some(chunk)) => Some((Ok(chunk), Some(state))),
                 Ok(None) => None,
                 Err(interrupted) => {
+                    // A stream that breaks after commit says the target is unhealthy, exactly
+                    // like a failed attempt would.
+                    let transition = state
+                        .c
+                        .health
+                        .lock()
+                        .breaker
+                        .on_failure(ErrorClass::StreamInterrupted, Instant::now());
+                    if let Some(t) = transition {
+                        state.c.observer.on_event(&CallEvent::BreakerTransition {
+                            target: state.c.target.clone(),
+                            from: t.from,
+                            to: t.to,
+                        });
+                    }
                     state.c.observer.on_event(&CallEvent::StreamInterrupted {
                         target: state.c.target.clone(),
                         cause: interrupted

@@ -93,6 +93,8 @@ pub(super) type Opt<T> = Option<Spanned<T>>;
 pub(super) struct RawConfig {
     pub(super) server: Opt<RawServer>,
     pub(super) policy: Opt<RawPolicy>,
+    pub(super) breaker: Opt<RawBreaker>,
+    pub(super) budget: Opt<RawBudget>,
     #[serde(default)]
     pub(super) providers: Vec<Spanned<RawProvider>>,
     #[serde(default)]
@@ -174,19 +176,24 @@ pub(super) struct RawProvider {
     pub(super) api_key_env: Opt<String>,
     pub(super) headers: Opt<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub(super) mock: Opt<RawMock>,
+    pub(super) breaker: Opt<RawBreaker>,
+    pub(super) budget: Opt<RawBudget>,
+    /// Signed so that a zero or negative window is a stage 2 problem at its key, reported
+    /// with the others.
+    pub(super) context_windows: Opt<BTreeMap<Spanned<String>, Spanned<i64>>>,
 }
 
-/// Declares the `[providers.mock]` keys once, for the struct and its key → span lookup.
-macro_rules! mock_keys {
-    ($($key:ident: $ty:ty),* $(,)?) => {
-        /// `[providers.mock]`: every field of `sluice_mock::MockConfig`, each optional.
+/// Declares a table whose keys are all optional, with its key → span lookup.
+macro_rules! optional_keys {
+    ($(#[$doc:meta])* $name:ident { $($key:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
-        pub(super) struct RawMock {
+        pub(super) struct $name {
             $(pub(super) $key: Opt<$ty>,)*
         }
 
-        impl RawMock {
+        impl $name {
             /// The span of `key` if this table sets it.
             pub(super) fn span_of(&self, key: &str) -> Option<Range<usize>> {
                 match key {
@@ -198,7 +205,30 @@ macro_rules! mock_keys {
     };
 }
 
-mock_keys! {
+optional_keys! {
+    /// `[breaker]`, and a provider's `breaker` overrides: fields of `sluice_core::BreakerConfig`.
+    RawBreaker {
+        failure_rate: f64,
+        min_requests: u32,
+        window: RawDuration,
+        consecutive_failures: u32,
+        cooldown: RawDuration,
+        half_open_probes: u32,
+    }
+}
+
+optional_keys! {
+    /// `[budget]`, and a provider's `budget` overrides: fields of `sluice_core::BudgetConfig`.
+    RawBudget {
+        ratio: f64,
+        min_per_sec: f64,
+        window: RawDuration,
+    }
+}
+
+optional_keys! {
+    /// `[providers.mock]`: every field of `sluice_mock::MockConfig`, each optional.
+    RawMock {
     chunks: usize,
     ttft: RawDuration,
     chunk_gap: RawDuration,
@@ -217,6 +247,7 @@ mock_keys! {
     p_inband: f64,
     retry_after: RawDuration,
     model_name: String,
+    }
 }
 
 /// Stage 1: deserializes `text`, or returns the one problem that stopped serde, with the key

@@ -10,16 +10,16 @@ use std::ops::Range;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
-use sluice_core::{Backoff, PolicyError, RetryPolicy};
+use sluice_core::{Backoff, BreakerConfig, BudgetConfig, PolicyError, RetryPolicy};
 use sluice_mock::MockConfig;
 
 use super::raw::{
-    DURATION_EXPECTED, Opt, RawConfig, RawDuration, RawMock, RawModel, RawPolicy, RawProvider,
-    RawServer, RawSize, SIZE_EXPECTED, join_key,
+    DURATION_EXPECTED, Opt, RawBreaker, RawBudget, RawConfig, RawDuration, RawMock, RawModel,
+    RawPolicy, RawProvider, RawServer, RawSize, SIZE_EXPECTED, join_key,
 };
 use super::{
-    Config, ConfigProblem, ModelConfig, Positions, ProviderConfig, ProviderKind, ServerConfig,
-    TargetRef,
+    ANTHROPIC_BASE_URL, Config, ConfigProblem, ModelConfig, Positions, ProviderConfig,
+    ProviderKind, ServerConfig, TargetRef,
 };
 
 /// Durations above this are refused: no timeout needs to be longer, and deadlines computed as
@@ -31,6 +31,17 @@ const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
 /// A value whose problem has already been reported.
 struct Reported;
+
+/// Where a table sits in the file, and where the keys it does not set come from; for
+/// reporting what a settings type's `validate` refuses.
+struct Table<'a> {
+    /// Key path of the table, e.g. `breaker` or `providers[1].budget`.
+    path: &'a str,
+    /// Span of the table (its header, or the whole inline table).
+    span: Range<usize>,
+    /// Where unset keys come from, e.g. "the default" or "inherited from [breaker]".
+    inherited: &'a str,
+}
 
 /// Collects problems while stage 2 walks the raw config.
 struct Checker<'a> {
@@ -63,7 +74,31 @@ pub(super) fn resolve(
         ),
         None => defaults,
     };
-    let providers = checker.providers(&raw.providers);
+    let breaker = match &raw.breaker {
+        Some(table) => checker.breaker(
+            &BreakerConfig::default(),
+            table.get_ref(),
+            &Table {
+                path: "breaker",
+                span: table.span(),
+                inherited: "the default",
+            },
+        ),
+        None => BreakerConfig::default(),
+    };
+    let budget = match &raw.budget {
+        Some(table) => checker.budget(
+            &BudgetConfig::default(),
+            table.get_ref(),
+            &Table {
+                path: "budget",
+                span: table.span(),
+                inherited: "the default",
+            },
+        ),
+        None => BudgetConfig::default(),
+    };
+    let providers = checker.providers(&raw.providers, &breaker, &budget);
     let provider_names: Vec<&str> = raw
         .providers
         .iter()
@@ -76,6 +111,8 @@ pub(super) fn resolve(
         Ok(Config {
             server,
             policy,
+            breaker,
+            budget,
             providers,
             models,
             source: None,
@@ -338,7 +375,131 @@ impl Checker<'_> {
         self.report(format!("{table}.{key}"), Some(span), message);
     }
 
-    fn providers(&mut self, raw: &[Spanned<RawProvider>]) -> Vec<ProviderConfig> {
+    /// Applies the `[breaker]` keys of `raw` over `base`, which is valid. Every bad key is
+    /// reported and replaced by `base`'s value, so the result is always valid.
+    fn breaker(
+        &mut self,
+        base: &BreakerConfig,
+        raw: &RawBreaker,
+        table: &Table<'_>,
+    ) -> BreakerConfig {
+        let path = |key: &str| format!("{}.{key}", table.path);
+        let mut breaker = base.clone();
+        if let Some(v) = &raw.failure_rate {
+            breaker.failure_rate = *v.get_ref();
+        }
+        let counts = [
+            (&raw.min_requests, &mut breaker.min_requests),
+            (&raw.consecutive_failures, &mut breaker.consecutive_failures),
+            (&raw.half_open_probes, &mut breaker.half_open_probes),
+        ];
+        for (value, field) in counts {
+            if let Some(v) = value {
+                *field = *v.get_ref();
+            }
+        }
+        let durations = [
+            ("window", &raw.window, &mut breaker.window),
+            ("cooldown", &raw.cooldown, &mut breaker.cooldown),
+        ];
+        for (key, value, field) in durations {
+            if let Ok(Some(d)) = self.duration(&path(key), value) {
+                *field = d;
+            }
+        }
+        self.settle(
+            &mut breaker,
+            BreakerConfig::validate,
+            |breaker, key| {
+                match key {
+                    "failure_rate" => breaker.failure_rate = base.failure_rate,
+                    "min_requests" => breaker.min_requests = base.min_requests,
+                    "window" => breaker.window = base.window,
+                    "consecutive_failures" => {
+                        breaker.consecutive_failures = base.consecutive_failures;
+                    }
+                    "cooldown" => breaker.cooldown = base.cooldown,
+                    "half_open_probes" => breaker.half_open_probes = base.half_open_probes,
+                    _ => return false,
+                }
+                true
+            },
+            |key| raw.span_of(key),
+            table,
+        );
+        breaker
+    }
+
+    /// Applies the `[budget]` keys of `raw` over `base`, which is valid; as
+    /// [`Checker::breaker`].
+    fn budget(&mut self, base: &BudgetConfig, raw: &RawBudget, table: &Table<'_>) -> BudgetConfig {
+        let mut budget = base.clone();
+        if let Some(v) = &raw.ratio {
+            budget.ratio = *v.get_ref();
+        }
+        if let Some(v) = &raw.min_per_sec {
+            budget.min_per_sec = *v.get_ref();
+        }
+        if let Ok(Some(d)) = self.duration(&format!("{}.window", table.path), &raw.window) {
+            budget.window = d;
+        }
+        self.settle(
+            &mut budget,
+            BudgetConfig::validate,
+            |budget, key| {
+                match key {
+                    "ratio" => budget.ratio = base.ratio,
+                    "min_per_sec" => budget.min_per_sec = base.min_per_sec,
+                    "window" => budget.window = base.window,
+                    _ => return false,
+                }
+                true
+            },
+            |key| raw.span_of(key),
+            table,
+        );
+        budget
+    }
+
+    /// Asks `validate` about `value` until it is satisfied. `validate` names one bad key at a
+    /// time (as `breaker.failure_rate` or `failure_rate`); each is reported at that key of
+    /// `table` with the type's own message, and `reset` puts the valid base value back
+    /// (returning `false` for a key it does not know, which ends the loop).
+    fn settle<T>(
+        &mut self,
+        value: &mut T,
+        validate: impl Fn(&T) -> Result<(), PolicyError>,
+        reset: impl Fn(&mut T, &str) -> bool,
+        span_of: impl Fn(&str) -> Option<Range<usize>>,
+        table: &Table<'_>,
+    ) {
+        let mut seen: Vec<&'static str> = Vec::new();
+        while let Err(PolicyError::Invalid { key, message }) = validate(value) {
+            let key = key.rsplit('.').next().unwrap_or(key);
+            if seen.contains(&key) {
+                break;
+            }
+            seen.push(key);
+            let own = span_of(key);
+            let message = if own.is_some() {
+                message
+            } else {
+                format!("{message} ({key} is {})", table.inherited)
+            };
+            let span = own.unwrap_or_else(|| table.span.clone());
+            self.report(format!("{}.{key}", table.path), Some(span), message);
+            if !reset(value, key) {
+                break;
+            }
+        }
+    }
+
+    fn providers(
+        &mut self,
+        raw: &[Spanned<RawProvider>],
+        breaker: &BreakerConfig,
+        budget: &BudgetConfig,
+    ) -> Vec<ProviderConfig> {
         let mut first_line: HashMap<&str, usize> = HashMap::new();
         let mut providers = Vec::new();
         for (i, entry) in raw.iter().enumerate() {
@@ -388,14 +549,49 @@ impl Checker<'_> {
 
             let headers = self.headers(&at, p);
 
-            if let (Some(name), Some(kind), Some(api_key_env), Some(headers)) =
-                (name, kind, api_key_env, headers)
+            let breaker_path = format!("{at}.breaker");
+            let breaker = p.breaker.as_ref().map(|table| {
+                self.breaker(
+                    breaker,
+                    table.get_ref(),
+                    &Table {
+                        path: &breaker_path,
+                        span: table.span(),
+                        inherited: "inherited from [breaker]",
+                    },
+                )
+            });
+            let budget_path = format!("{at}.budget");
+            let budget = p.budget.as_ref().map(|table| {
+                self.budget(
+                    budget,
+                    table.get_ref(),
+                    &Table {
+                        path: &budget_path,
+                        span: table.span(),
+                        inherited: "inherited from [budget]",
+                    },
+                )
+            });
+
+            let context_windows = self.context_windows(&at, p);
+
+            if let (
+                Some(name),
+                Some(kind),
+                Some(api_key_env),
+                Some(headers),
+                Some(context_windows),
+            ) = (name, kind, api_key_env, headers, context_windows)
             {
                 providers.push(ProviderConfig {
                     name,
                     kind,
                     api_key_env,
                     headers,
+                    breaker,
+                    budget,
+                    context_windows,
                 });
             }
         }
@@ -408,39 +604,17 @@ impl Checker<'_> {
             self.report(
                 at,
                 Some(entry.span()),
-                "missing required key `kind` (\"openai\" or \"mock\")",
+                "missing required key `kind` (\"openai\", \"anthropic\" or \"mock\")",
             );
             return None;
         };
         match kind.get_ref().as_str() {
-            "openai" => {
-                if let Some(mock) = &p.mock {
-                    self.report(
-                        format!("{at}.mock"),
-                        Some(mock.span()),
-                        "a [providers.mock] table is only allowed with kind = \"mock\" \
-                         (this provider is kind = \"openai\")",
-                    );
-                }
-                let Some(url) = &p.base_url else {
-                    self.report(
-                        format!("{at}.base_url"),
-                        Some(kind.span()),
-                        "missing required key: kind = \"openai\" needs base_url, \
-                         e.g. \"https://api.openai.com/v1\"",
-                    );
-                    return None;
-                };
-                match check_base_url(url.get_ref()) {
-                    Ok(()) => Some(ProviderKind::OpenAi {
-                        base_url: url.get_ref().clone(),
-                    }),
-                    Err(message) => {
-                        self.report(format!("{at}.base_url"), Some(url.span()), message);
-                        None
-                    }
-                }
-            }
+            "openai" => self
+                .remote_base_url(at, p, kind, "https://api.openai.com/v1", None)
+                .map(|base_url| ProviderKind::OpenAi { base_url }),
+            "anthropic" => self
+                .remote_base_url(at, p, kind, ANTHROPIC_BASE_URL, Some(ANTHROPIC_BASE_URL))
+                .map(|base_url| ProviderKind::Anthropic { base_url }),
             "mock" => {
                 if let Some(url) = &p.base_url {
                     self.report(
@@ -455,21 +629,59 @@ impl Checker<'_> {
                 }
                 mock.map(ProviderKind::Mock)
             }
-            "anthropic" => {
-                self.report(
-                    format!("{at}.kind"),
-                    Some(kind.span()),
-                    "kind \"anthropic\" is not supported yet (planned); \
-                     supported kinds are \"openai\" and \"mock\"",
-                );
-                None
-            }
             other => {
                 self.report(
                     format!("{at}.kind"),
                     Some(kind.span()),
-                    format!("unknown provider kind {other:?}; expected \"openai\" or \"mock\""),
+                    format!(
+                        "unknown provider kind {other:?}; expected \"openai\", \"anthropic\" \
+                         or \"mock\""
+                    ),
                 );
+                None
+            }
+        }
+    }
+
+    /// The checked `base_url` of a provider reached over HTTP (`kind` is its `kind` key):
+    /// required when there is no `default`; `example` is shown when it is missing or does not
+    /// parse. Also refuses a `[providers.mock]` table on such a provider.
+    fn remote_base_url(
+        &mut self,
+        at: &str,
+        p: &RawProvider,
+        kind: &Spanned<String>,
+        example: &str,
+        default: Option<&str>,
+    ) -> Option<String> {
+        let kind_name = kind.get_ref();
+        if let Some(mock) = &p.mock {
+            self.report(
+                format!("{at}.mock"),
+                Some(mock.span()),
+                format!(
+                    "a [providers.mock] table is only allowed with kind = \"mock\" \
+                     (this provider is kind = {kind_name:?})"
+                ),
+            );
+        }
+        let Some(url) = &p.base_url else {
+            if default.is_none() {
+                self.report(
+                    format!("{at}.base_url"),
+                    Some(kind.span()),
+                    format!(
+                        "missing required key: kind = {kind_name:?} needs base_url, \
+                         e.g. {example:?}"
+                    ),
+                );
+            }
+            return default.map(str::to_owned);
+        };
+        match check_base_url(url.get_ref(), example) {
+            Ok(()) => Some(url.get_ref().clone()),
+            Err(message) => {
+                self.report(format!("{at}.base_url"), Some(url.span()), message);
                 None
             }
         }
@@ -512,6 +724,52 @@ impl Checker<'_> {
                 continue;
             }
             out.push((name.get_ref().clone(), value.get_ref().clone()));
+        }
+        ok.then_some(out)
+    }
+
+    /// Checks `context_windows`: non-empty model names, windows from 1 to `u32::MAX` tokens.
+    fn context_windows(&mut self, at: &str, p: &RawProvider) -> Option<Vec<(String, u32)>> {
+        let Some(windows) = &p.context_windows else {
+            return Some(Vec::new());
+        };
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (model, window) in windows.get_ref() {
+            let path = join_key(&format!("{at}.context_windows"), model.get_ref());
+            if model.get_ref().trim().is_empty() {
+                self.report(path, Some(model.span()), "the model name must not be empty");
+                ok = false;
+                continue;
+            }
+            let tokens = *window.get_ref();
+            match u32::try_from(tokens) {
+                Ok(tokens) if tokens > 0 => out.push((model.get_ref().clone(), tokens)),
+                Ok(_) => {
+                    self.report(
+                        path,
+                        Some(window.span()),
+                        "must be a positive number of tokens, got 0",
+                    );
+                    ok = false;
+                }
+                Err(_) if tokens < 0 => {
+                    self.report(
+                        path,
+                        Some(window.span()),
+                        format!("must be a positive number of tokens, got {tokens}"),
+                    );
+                    ok = false;
+                }
+                Err(_) => {
+                    self.report(
+                        path,
+                        Some(window.span()),
+                        format!("{tokens} is too large: at most {} tokens", u32::MAX),
+                    );
+                    ok = false;
+                }
+            }
         }
         ok.then_some(out)
     }
@@ -716,10 +974,10 @@ fn valid_provider_name(name: &str) -> bool {
 
 /// An `http(s)` URL with a host and no credentials, query or fragment (paths are appended to
 /// it). Messages never echo the URL: it might hold credentials.
-fn check_base_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| {
-        format!("not a valid URL ({e}); expected e.g. \"https://api.openai.com/v1\"")
-    })?;
+/// `example` is a valid URL for the provider's kind, shown when `url` does not parse.
+fn check_base_url(url: &str, example: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| format!("not a valid URL ({e}); expected e.g. {example:?}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
             "expected an http:// or https:// URL, got scheme {:?}",

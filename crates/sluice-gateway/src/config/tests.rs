@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sluice_core::{Backoff, RetryPolicy};
+use sluice_core::{Backoff, BreakerConfig, BudgetConfig, RetryPolicy};
 use sluice_mock::MockConfig;
 
 use super::*;
@@ -90,9 +90,11 @@ base_url = "https://api.openai.com/v1"
 #[test]
 fn example_sluice_toml_parses_and_states_the_defaults() {
     let config = load(SLUICE_TOML).unwrap();
-    // The example's [policy] and [server] values are the defaults, so its comments and the
-    // code cannot drift apart.
+    // The example's [policy], [server], [breaker] and [budget] values are the defaults, so its
+    // comments and the code cannot drift apart.
     assert_eq!(config.policy, RetryPolicy::default());
+    assert_eq!(config.breaker, BreakerConfig::default());
+    assert_eq!(config.budget, BudgetConfig::default());
     assert_eq!(
         config.server,
         ServerConfig {
@@ -100,11 +102,52 @@ fn example_sluice_toml_parses_and_states_the_defaults() {
             ..ServerConfig::default()
         }
     );
-    assert_eq!(config.providers.len(), 2);
+    assert_eq!(config.providers.len(), 3);
+    let openai = config.provider("openai").unwrap();
     assert_eq!(
-        config.provider("openai").unwrap().headers,
+        openai.headers,
         vec![("OpenAI-Organization".to_owned(), "org-123".to_owned())]
     );
+    assert_eq!((&openai.breaker, &openai.budget), (&None, &None));
+    assert_eq!(config.breaker_for(openai), &BreakerConfig::default());
+    let anthropic = config.provider("anthropic").unwrap();
+    assert_eq!(
+        anthropic.kind,
+        ProviderKind::Anthropic {
+            base_url: ANTHROPIC_BASE_URL.into()
+        }
+    );
+    assert_eq!(anthropic.api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
+    assert_eq!(
+        anthropic.breaker,
+        Some(BreakerConfig {
+            consecutive_failures: 3,
+            cooldown: Duration::from_secs(60),
+            ..BreakerConfig::default()
+        })
+    );
+    assert_eq!(
+        anthropic.budget,
+        Some(BudgetConfig {
+            ratio: 0.1,
+            ..BudgetConfig::default()
+        })
+    );
+    assert_eq!(
+        config.provider("mock").unwrap().context_windows,
+        vec![
+            ("mock-1".to_owned(), 100_000),
+            ("mock-small".to_owned(), 4000)
+        ]
+    );
+    let chain: Vec<String> = config
+        .model("chain")
+        .unwrap()
+        .targets
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(chain, ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"]);
     let Some(ProviderKind::Mock(mock)) = config.provider("mock").map(|p| &p.kind) else {
         panic!("{config:#?}")
     };
@@ -172,26 +215,20 @@ fn the_issue_contract_parses_to_the_expected_values() {
     assert_eq!(
         config.providers,
         vec![ProviderConfig {
-            name: "openai".into(),
-            kind: ProviderKind::OpenAi {
-                base_url: "https://api.openai.com/v1".into()
-            },
             api_key_env: Some("OPENAI_API_KEY".into()),
-            headers: Vec::new(),
+            ..ProviderConfig::openai("openai", "https://api.openai.com/v1")
         }]
     );
     assert_eq!(
         config.models,
-        vec![ModelConfig {
-            name: "fast".into(),
-            targets: vec![TargetRef {
-                provider: "openai".into(),
-                model: "gpt-4o-mini".into()
-            }],
-            policy: expected_policy,
-            fallback_on_content_policy: false,
-        }]
+        vec![ModelConfig::new(
+            "fast",
+            &["openai/gpt-4o-mini"],
+            expected_policy
+        )]
     );
+    assert_eq!(config.breaker, BreakerConfig::default());
+    assert_eq!(config.budget, BudgetConfig::default());
     assert_eq!(config.source, None);
     let source = Path::new("/etc/sluice.toml");
     let config = Config::from_toml_str_with_env(CONTRACT, Some(source), &test_env).unwrap();
@@ -586,13 +623,7 @@ fn base_url_is_required_for_openai_and_refused_for_mock() {
 }
 
 #[test]
-fn unknown_and_planned_kinds_are_rejected() {
-    let p = only(
-        "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\n",
-        "providers[0].kind",
-        3,
-    );
-    assert!(p.message.contains("not supported yet"), "{p:#?}");
+fn unknown_kinds_are_rejected() {
     let p = only(
         "[[providers]]\nname = \"a\"\nkind = \"gemini\"\n",
         "providers[0].kind",
@@ -602,6 +633,7 @@ fn unknown_and_planned_kinds_are_rejected() {
         p.message.contains("unknown provider kind \"gemini\""),
         "{p:#?}"
     );
+    assert!(p.message.contains("\"anthropic\""), "{p:#?}");
     let p = only("[[providers]]\nname = \"a\"\n", "providers[0]", 1);
     assert!(p.message.contains("`kind`"), "{p:#?}");
 }
@@ -714,10 +746,15 @@ fn an_unreadable_file_is_reported_with_its_path() {
 fn warnings_name_unset_provider_key_variables_only() {
     let config = load(SLUICE_TOML).unwrap();
     let warnings = config.warnings_with_env(&test_env);
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
         warnings[0].starts_with("providers[0].api_key_env: variable OPENAI_API_KEY is not set")
     );
+    assert!(
+        warnings[1].starts_with("providers[1].api_key_env: variable ANTHROPIC_API_KEY is not set")
+    );
+    let anthropic_set = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "k".to_owned());
+    assert_eq!(config.warnings_with_env(&anthropic_set).len(), 1);
     let all_set = |_: &str| Some("secret-value".to_owned());
     assert!(config.warnings_with_env(&all_set).is_empty());
     let blank = |_: &str| Some(String::new());
@@ -750,4 +787,375 @@ fn wrong_value_types_point_at_their_key() {
         4,
     );
     assert_eq!(p.column, Some(8));
+}
+
+#[test]
+fn anthropic_base_url_defaults_and_is_checked() {
+    let config = load("[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\n").unwrap();
+    assert_eq!(
+        config.providers,
+        vec![ProviderConfig::anthropic("claude", ANTHROPIC_BASE_URL)]
+    );
+    assert_eq!(ANTHROPIC_BASE_URL, "https://api.anthropic.com");
+
+    let text = "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9000\"\napi_key_env = \"ANTHROPIC_API_KEY\"\n";
+    let config = load(text).unwrap();
+    assert_eq!(
+        config.providers[0],
+        ProviderConfig {
+            api_key_env: Some("ANTHROPIC_API_KEY".into()),
+            ..ProviderConfig::anthropic("a", "http://127.0.0.1:9000")
+        }
+    );
+
+    // The same URL rules as openai, with an Anthropic example.
+    let p = only(
+        "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"api.anthropic.com\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    assert!(p.message.contains("not a valid URL"), "{p:#?}");
+    assert!(p.message.contains(ANTHROPIC_BASE_URL), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"https://u:hunter2@x\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    assert!(!p.message.contains("hunter2"), "{p:#?}");
+    only(
+        "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"https://x/v1?beta=1\"\n",
+        "providers[0].base_url",
+        4,
+    );
+    let p = only(
+        "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\n[providers.mock]\nchunks = 3\n",
+        "providers[0].mock",
+        4,
+    );
+    assert!(
+        p.message.contains("this provider is kind = \"anthropic\""),
+        "{p:#?}"
+    );
+
+    // A fallback chain across kinds.
+    let text = format!(
+        "{OPENAI}\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\n\n[[models]]\nname = \"chain\"\ntargets = [\"openai/gpt-4o-mini\", \"anthropic/claude-haiku-4-5\"]\n"
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.models,
+        vec![ModelConfig::new(
+            "chain",
+            &["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"],
+            RetryPolicy::default()
+        )]
+    );
+}
+
+#[test]
+fn breaker_and_budget_default_when_absent() {
+    let config = load(OPENAI).unwrap();
+    assert_eq!(config.breaker, BreakerConfig::default());
+    assert_eq!(config.budget, BudgetConfig::default());
+    let provider = &config.providers[0];
+    assert_eq!(provider.breaker, None);
+    assert_eq!(provider.budget, None);
+    assert!(provider.context_windows.is_empty());
+    assert_eq!(config.breaker_for(provider), &BreakerConfig::default());
+    assert_eq!(config.budget_for(provider), &BudgetConfig::default());
+    // Empty tables are the defaults too.
+    let config = load("[breaker]\n[budget]\n").unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn breaker_and_budget_overrides_merge_per_provider() {
+    let text = r#"[breaker]
+failure_rate = 0.25
+cooldown = "10s"
+
+[budget]
+ratio = 0.5
+window = "1m"
+
+[[providers]]
+name = "inline"
+kind = "mock"
+breaker = { consecutive_failures = 2, cooldown = "1s" }
+budget = { min_per_sec = 0.0 }
+
+[[providers]]
+name = "tables"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+[providers.breaker]
+half_open_probes = 1
+window = "5s"
+[providers.budget]
+ratio = 0.0
+
+[[providers]]
+name = "plain"
+kind = "mock"
+"#;
+    let config = load(text).unwrap();
+    let top_breaker = BreakerConfig {
+        failure_rate: 0.25,
+        cooldown: Duration::from_secs(10),
+        ..BreakerConfig::default()
+    };
+    let top_budget = BudgetConfig {
+        ratio: 0.5,
+        window: Duration::from_secs(60),
+        ..BudgetConfig::default()
+    };
+    assert_eq!(config.breaker, top_breaker);
+    assert_eq!(config.budget, top_budget);
+
+    let inline = config.provider("inline").unwrap();
+    assert_eq!(
+        inline.breaker,
+        Some(BreakerConfig {
+            consecutive_failures: 2,
+            cooldown: Duration::from_secs(1),
+            ..top_breaker.clone()
+        })
+    );
+    assert_eq!(
+        inline.budget,
+        Some(BudgetConfig {
+            min_per_sec: 0.0,
+            ..top_budget.clone()
+        })
+    );
+
+    let tables = config.provider("tables").unwrap();
+    let tables_breaker = BreakerConfig {
+        half_open_probes: 1,
+        window: Duration::from_secs(5),
+        ..top_breaker.clone()
+    };
+    assert_eq!(tables.breaker.as_ref(), Some(&tables_breaker));
+    assert_eq!(config.breaker_for(tables), &tables_breaker);
+    assert_eq!(
+        config.budget_for(tables),
+        &BudgetConfig {
+            ratio: 0.0,
+            ..top_budget.clone()
+        }
+    );
+
+    let plain = config.provider("plain").unwrap();
+    assert_eq!((&plain.breaker, &plain.budget), (&None, &None));
+    assert_eq!(config.breaker_for(plain), &top_breaker);
+    assert_eq!(config.budget_for(plain), &top_budget);
+}
+
+#[test]
+fn invalid_breaker_and_budget_values_are_reported_with_path_and_line() {
+    let text = r#"[breaker]
+failure_rate = 1.5
+min_requests = 0
+window = "0s"
+cooldown = "soon"
+
+[budget]
+ratio = -0.1
+min_per_sec = nan
+
+[[providers]]
+name = "a"
+kind = "mock"
+breaker = { half_open_probes = 0 }
+
+[[providers]]
+name = "b"
+kind = "mock"
+[providers.budget]
+ratio = inf
+window = "0ms"
+"#;
+    let problems = problems(text);
+    let found: Vec<(&str, usize)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.line.unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("breaker.failure_rate", 2),
+            ("breaker.min_requests", 3),
+            ("breaker.window", 4),
+            ("breaker.cooldown", 5),
+            ("budget.ratio", 8),
+            ("budget.min_per_sec", 9),
+            ("providers[0].breaker.half_open_probes", 14),
+            ("providers[1].budget.ratio", 20),
+            ("providers[1].budget.window", 21),
+        ],
+        "{problems:#?}"
+    );
+    // The types' own messages, without their key prefix (it is in the path).
+    let expected = |e: sluice_core::PolicyError| {
+        let sluice_core::PolicyError::Invalid { message, .. } = e;
+        message
+    };
+    let bad_rate = BreakerConfig {
+        failure_rate: 1.5,
+        ..BreakerConfig::default()
+    };
+    assert_eq!(
+        at(&problems, "breaker.failure_rate").message,
+        expected(bad_rate.validate().unwrap_err())
+    );
+    let bad_ratio = BudgetConfig {
+        ratio: -0.1,
+        ..BudgetConfig::default()
+    };
+    assert_eq!(
+        at(&problems, "budget.ratio").message,
+        expected(bad_ratio.validate().unwrap_err())
+    );
+    assert_eq!(
+        at(&problems, "breaker.window").message,
+        "must be greater than zero"
+    );
+    assert!(
+        at(&problems, "breaker.cooldown")
+            .message
+            .starts_with(r#"expected a duration like "1s" or "250ms", got "soon""#),
+        "{problems:#?}"
+    );
+    let p = at(&problems, "providers[0].breaker.half_open_probes");
+    assert_eq!(
+        (p.column, p.message.as_str()),
+        (Some(32), "must be at least 1")
+    );
+}
+
+#[test]
+fn breaker_and_budget_keys_and_types_are_checked_by_the_parser() {
+    let p = only("[breaker]\ncooldwn = \"1s\"\n", "breaker.cooldwn", 2);
+    assert!(p.message.contains("unknown field `cooldwn`"), "{p:#?}");
+    let p = only(
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"\nbudget = { ratio = 0.1, burst = 3 }\n",
+        "providers[0].budget.burst",
+        4,
+    );
+    assert!(p.message.contains("burst"), "{p:#?}");
+    let p = only("[budget]\nwindow = 10\n", "budget.window", 2);
+    assert!(p.message.contains("a duration like"), "{p:#?}");
+    only("[breaker]\nmin_requests = -1\n", "breaker.min_requests", 2);
+    only(
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"\n[providers.breaker]\nfailure_rate = \"half\"\n",
+        "providers[0].breaker.failure_rate",
+        5,
+    );
+}
+
+#[test]
+fn context_windows_parse() {
+    let text = format!(
+        "{OPENAI}context_windows = {{ \"gpt-4o\" = 128000, \"meta-llama/llama-3-70b\" = 8_192, \"a-small\" = 4000 }}\n"
+    );
+    let config = load(&text).unwrap();
+    let provider = &config.providers[0];
+    assert_eq!(
+        provider.context_windows,
+        vec![
+            ("a-small".to_owned(), 4000),
+            ("gpt-4o".to_owned(), 128_000),
+            ("meta-llama/llama-3-70b".to_owned(), 8192),
+        ]
+    );
+    assert_eq!(provider.context_window("gpt-4o"), Some(128_000));
+    assert_eq!(provider.context_window("gpt-4o-mini"), None);
+
+    let text = "[[providers]]\nname = \"m\"\nkind = \"mock\"\n[providers.context_windows]\nmock-small = 4000\n";
+    let config = load(text).unwrap();
+    assert_eq!(config.providers[0].context_window("mock-small"), Some(4000));
+}
+
+#[test]
+fn bad_context_windows_are_reported_at_their_key() {
+    let text = r#"[[providers]]
+name = "m"
+kind = "mock"
+[providers.context_windows]
+zero = 0
+negative = -5
+huge = 5000000000
+"" = 100
+ok = 1
+"#;
+    let problems = problems(text);
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    let p = at(&problems, "providers[0].context_windows.zero");
+    assert_eq!(p.line, Some(5));
+    assert_eq!(p.message, "must be a positive number of tokens, got 0");
+    let p = at(&problems, "providers[0].context_windows.negative");
+    assert_eq!(p.line, Some(6));
+    assert!(p.message.contains("got -5"), "{p:#?}");
+    let p = at(&problems, "providers[0].context_windows.huge");
+    assert_eq!(p.line, Some(7));
+    assert!(p.message.contains("too large"), "{p:#?}");
+    let p = at(&problems, "providers[0].context_windows.\"\"");
+    assert_eq!(p.line, Some(8));
+    assert!(p.message.contains("must not be empty"), "{p:#?}");
+
+    let text = format!("{OPENAI}context_windows = {{ \"gpt-4o\" = \"128k\" }}\n");
+    only(&text, "providers[0].context_windows.gpt-4o", 6);
+    let text = format!("{OPENAI}context_windows = {{ \"gpt-4o\" = 1.5 }}\n");
+    only(&text, "providers[0].context_windows.gpt-4o", 6);
+}
+
+#[test]
+fn constructors_build_plain_entries() {
+    let openai = ProviderConfig::openai("o", "https://api.openai.com/v1");
+    assert_eq!(
+        openai.kind,
+        ProviderKind::OpenAi {
+            base_url: "https://api.openai.com/v1".into()
+        }
+    );
+    assert_eq!(openai.name, "o");
+    assert_eq!(openai.api_key_env, None);
+    assert!(openai.headers.is_empty() && openai.context_windows.is_empty());
+    assert_eq!((openai.breaker, openai.budget), (None, None));
+    assert_eq!(
+        ProviderConfig::anthropic("a", ANTHROPIC_BASE_URL).kind,
+        ProviderKind::Anthropic {
+            base_url: ANTHROPIC_BASE_URL.into()
+        }
+    );
+    let mock = ProviderConfig::mock("m", MockConfig::default());
+    assert_eq!(mock.kind, ProviderKind::Mock(MockConfig::default()));
+
+    let model = ModelConfig::new(
+        "m",
+        &["o/gpt-4o", "openrouter/meta-llama/llama-3-70b"],
+        RetryPolicy::default(),
+    );
+    assert_eq!(model.name, "m");
+    assert_eq!(
+        model.targets,
+        [
+            TargetRef {
+                provider: "o".into(),
+                model: "gpt-4o".into()
+            },
+            TargetRef {
+                provider: "openrouter".into(),
+                model: "meta-llama/llama-3-70b".into()
+            },
+        ]
+    );
+    assert_eq!(model.policy, RetryPolicy::default());
+    assert!(!model.fallback_on_content_policy);
+}
+
+#[test]
+#[should_panic(expected = "is not \"provider/model\"")]
+fn model_config_new_refuses_a_target_without_provider() {
+    let _ = ModelConfig::new("m", &["gpt-4o"], RetryPolicy::default());
 }

@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use sluice::RetryPolicy;
-use sluice_gateway::{
-    Config, Gateway, GatewayHandle, GatewayOptions, ModelConfig, ProviderConfig, ProviderKind,
-    TargetRef,
-};
+use sluice_gateway::{Config, Gateway, GatewayHandle, GatewayOptions, ModelConfig, ProviderConfig};
 use sluice_mock::{MockConfig, MockServer};
 
 pub struct Setup {
@@ -38,23 +35,12 @@ pub fn config_for(mock: &MockServer, policy: RetryPolicy) -> Config {
         ..Config::default()
     };
     config.server.drain_timeout = Duration::from_secs(5);
-    config.providers.push(ProviderConfig {
-        name: "mock".into(),
-        kind: ProviderKind::OpenAi {
-            base_url: mock.base_url(),
-        },
-        api_key_env: None,
-        headers: Vec::new(),
-    });
-    config.models.push(ModelConfig {
-        name: "fast".into(),
-        targets: vec![TargetRef {
-            provider: "mock".into(),
-            model: "mock-1".into(),
-        }],
-        policy,
-        fallback_on_content_policy: false,
-    });
+    config
+        .providers
+        .push(ProviderConfig::openai("mock", &mock.base_url()));
+    config
+        .models
+        .push(ModelConfig::new("fast", &["mock/mock-1"], policy));
     config
 }
 

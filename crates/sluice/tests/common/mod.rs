@@ -118,11 +118,22 @@ pub fn client(
             adapter: Arc::new(OpenAiAdapter),
         })
         .policy(policy)
+        .breaker(breaker_off())
         .seed(seed)
         .observer(recorder.clone())
         .build()
         .expect("client builds");
     (client, recorder)
+}
+
+/// A breaker that never opens: the retry tests are about the attempt loop alone (fallback.rs
+/// tests the breaker).
+pub fn breaker_off() -> sluice::BreakerConfig {
+    sluice::BreakerConfig {
+        consecutive_failures: u32::MAX,
+        min_requests: u32::MAX,
+        ..sluice::BreakerConfig::default()
+    }
 }
 
 pub fn request() -> ChatRequest {
@@ -154,4 +165,26 @@ pub async fn collect(
         }
     }
     (text, None, chunks)
+}
+
+/// An endpoint named `name` on `mock` whose requests all carry fault `script` (scenario = name).
+pub fn endpoint(name: &str, mock: &MockServer, script: &str) -> Endpoint {
+    let mut headers = HeaderMap::new();
+    if !script.is_empty() {
+        headers.insert(
+            "x-sluice-mock-fault",
+            HeaderValue::from_str(script).unwrap(),
+        );
+    }
+    headers.insert(
+        "x-sluice-mock-scenario",
+        HeaderValue::from_str(name).unwrap(),
+    );
+    Endpoint {
+        name: Arc::from(name),
+        base_url: mock.base_url(),
+        api_key: None,
+        headers,
+        adapter: Arc::new(OpenAiAdapter),
+    }
 }
