@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks `sluice serve --upstream` with the official `openai` Python SDK, its own retries off.
+"""Checks `sluice serve --upstream` with the official `openai` and `anthropic` Python SDKs,
+their own retries off.
 
 Starts `sluice mock` and `sluice serve --upstream` on free loopback ports, then drives them with
 the SDK: streamed and plain calls survive scripted 429s and overloads (Sluice retries them, the
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 
+import anthropic
 import openai
 
 
@@ -97,6 +99,31 @@ def main() -> None:
         except openai.APIError as e:
             print(f"ok: cut stream raised {type(e).__name__}: {str(e)[:80]}")
 
+        # The official Anthropic SDK against /v1/messages, its retries off too.
+        aclient = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw_port}", api_key="unused", max_retries=0)
+        with aclient.messages.stream(
+            model="mock-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+            extra_headers=faults("429,503", "anthropic-stream"),
+        ) as stream:
+            text = "".join(stream.text_stream)
+        assert text == expected, f"anthropic streamed text: {text!r}"
+        print("ok: anthropic SDK stream survived 429, 503 with SDK retries off")
+        msg = aclient.messages.create(
+            model="mock-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+            extra_headers=faults("tool", "anthropic-tool"),
+        )
+        tool = [b for b in msg.content if b.type == "tool_use"][0]
+        assert tool.input == {"location": "Paris"} and msg.stop_reason == "tool_use", msg
+        print("ok: anthropic SDK receives a tool call translated from an OpenAI-format upstream")
+        try:
+            with aclient.messages.stream(
+                model="mock-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+                extra_headers=faults("cut:3", "anthropic-cut"),
+            ) as stream:
+                got = "".join(stream.text_stream)
+            raise SystemExit(f"a cut stream ended cleanly for the anthropic SDK: {got!r}")
+        except anthropic.APIError as e:
+            print(f"ok: anthropic SDK raised {type(e).__name__} on a stream cut after content")
         # Final rate limit: the SDK's own exception type.
         try:
             client.chat.completions.create(
@@ -107,6 +134,14 @@ def main() -> None:
         except openai.RateLimitError as e:
             assert e.response.headers.get("retry-after") == "120", e.response.headers
             print("ok: a hint above max_retry_after surfaces as RateLimitError with Retry-After: 120")
+        # The hint parks the target for every request: the next call is refused at once with
+        # the time left, instead of collecting a 429 of its own.
+        try:
+            client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+            raise SystemExit("a parked target should refuse at once")
+        except openai.RateLimitError as e:
+            assert int(e.response.headers["retry-after"]) <= 120, e.response.headers
+            print("ok: the 120 s hint parks the target for the next request too")
         print("sdk check passed")
     finally:
         for p in procs:

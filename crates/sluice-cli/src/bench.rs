@@ -33,7 +33,8 @@ pub struct BenchArgs {
     /// Latency scenario: requests per second on a fixed timetable (open loop).
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
-    /// Memory scenario: concurrent long streams through the gateway.
+    /// Memory scenario: concurrent long streams through the gateway (opened over the first
+    /// quarter of a stream's length).
     #[arg(long, default_value_t = 1000)]
     pub streams: usize,
     /// Content chunks per answer of the instant mock (latency and throughput scenarios).
@@ -58,7 +59,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub scenario: Vec<Scenario>,
     /// Extra arguments for every `sluice serve` child, split on whitespace
-    /// (e.g. "--max-connections 4096").
+    /// (e.g. "--config gateway.toml").
     #[arg(long, allow_hyphen_values = true, value_name = "ARGS")]
     pub extra_gateway_args: Option<String>,
     /// Harness self-test: use the mock itself as the "gateway" (no `sluice serve` is started).
@@ -491,11 +492,17 @@ impl Bench {
     async fn memory(&mut self, direct: &str, gateway: &str) -> Value {
         let expected = sluice_mock::mock_text(self.args.stream_chunks).len();
         let stream_time = self.args.stream_gap * self.args.stream_chunks as u32;
+        // Streams open on a timetable over a quarter of a stream's length (500 ms for the
+        // default 2 s streams), so every stream is still open when the last one starts. Opening
+        // all of them in the same millisecond would overflow the listeners' accept queues and
+        // measure the kernel's 1 s SYN retransmission instead of the gateway.
+        let ramp = (stream_time / 4).max(Duration::from_millis(1));
         let spec_for = |url: &str| LoadSpec {
             requests: self.args.streams,
             concurrency: self.args.streams,
+            rate: Some(self.args.streams as f64 / ramp.as_secs_f64()),
             timeout: stream_time + SLACK,
-            max_duration: Some(stream_time + SLACK),
+            max_duration: Some(ramp + stream_time + SLACK),
             ..self.base_spec(url, true)
         };
         let (direct_spec, gateway_spec) = (spec_for(direct), spec_for(gateway));
@@ -540,6 +547,7 @@ impl Bench {
             "streams": self.args.streams,
             "stream_chunks": self.args.stream_chunks,
             "stream_gap_ms": ms(self.args.stream_gap),
+            "ramp_ms": ms(ramp),
             "all_streams_completed": all_completed,
             "peak_streams_in_flight_upstream": samples.peak_upstream_in_flight,
             "gateway_idle_rss_mib": idle_rss.map(kib_to_mib),

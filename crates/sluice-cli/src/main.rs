@@ -350,6 +350,12 @@ fn serve_config(args: &ServeArgs) -> Result<(Config, GatewayOptions, &'static st
                     ..ProviderConfig::openai("openai", "https://api.openai.com/v1")
                 });
             }
+            if ApiKey::from_env("ANTHROPIC_API_KEY").is_some() {
+                config.providers.push(ProviderConfig {
+                    api_key_env: Some("ANTHROPIC_API_KEY".into()),
+                    ..ProviderConfig::anthropic("anthropic", sluice_gateway::ANTHROPIC_BASE_URL)
+                });
+            }
             (config, "embedded default")
         }
     };

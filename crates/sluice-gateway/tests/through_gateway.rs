@@ -49,7 +49,17 @@ async fn rate_limits_are_absorbed_for_streaming_and_plain_calls() {
 
 #[tokio::test]
 async fn final_failures_are_openai_errors_with_matching_status() {
-    let s = setup().await;
+    // The breaker would open after the first run of 503s and make later cases wait for its
+    // cooldown; this test is about how each failure is rendered.
+    let s = common::setup_with(
+        sluice_mock::MockConfig::default(),
+        common::fast_policy(),
+        |c| {
+            c.breaker.consecutive_failures = u32::MAX;
+            c.breaker.min_requests = u32::MAX;
+        },
+    )
+    .await;
     let cases = [
         ("401", 401, "invalid_api_key"),
         ("400", 400, "invalid_request_error"),

@@ -115,9 +115,10 @@ struct TargetFailure {
 enum TargetOutcome {
     /// Attempts were made and failed.
     Failed(TargetFailure),
-    /// No attempt could be made (breaker open, or parked longer than the call can wait); it may
-    /// be available after the duration.
-    Unavailable(TargetFailure, Duration),
+    /// No attempt could be made: the breaker is open (a probe may go through after the
+    /// duration), or the target is parked for longer than this call may wait (`None`: the
+    /// server's hint is final for this call, exactly as if it had answered the 429 itself).
+    Unavailable(TargetFailure, Option<Duration>),
 }
 
 impl Call<'_> {
@@ -168,7 +169,9 @@ impl Call<'_> {
                         previous = Some(target);
                     }
                     Err(TargetOutcome::Unavailable(f, wait)) => {
-                        earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+                        if let Some(wait) = wait {
+                            earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+                        }
                         failure.get_or_insert(f);
                         previous = Some(target);
                     }
@@ -282,8 +285,10 @@ impl Call<'_> {
                     };
                     let last =
                         UpstreamError::new(class, format!("{} not tried: {reason}", target.name()));
+                    let waitable =
+                        matches!(reason, GiveUpReason::CircuitOpen { .. }).then_some(wait);
                     return Err(if retries == 0 {
-                        TargetOutcome::Unavailable(TargetFailure { last, reason }, wait)
+                        TargetOutcome::Unavailable(TargetFailure { last, reason }, waitable)
                     } else {
                         TargetOutcome::Failed(TargetFailure { last, reason })
                     });

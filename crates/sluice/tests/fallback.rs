@@ -400,3 +400,32 @@ async fn when_every_target_is_open_the_call_waits_for_the_first_probe_if_the_dea
     assert_eq!(text, mock_text(8));
     assert!(started.elapsed() >= Duration::from_secs(29));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_park_longer_than_max_retry_after_refuses_later_calls_at_once() {
+    let m = mock().await;
+    let c = Client::builder()
+        .endpoint(endpoint("p", &m, "429:ra=120"))
+        .route("chain", &["p/mock-1"])
+        .build()
+        .unwrap();
+    let err = run(&c, false).await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+    let started = Instant::now();
+    let err = run(&c, true).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no waiting on a long park"
+    );
+    assert_eq!(err.class(), Some(ErrorClass::RateLimited));
+    assert!(matches!(
+        err.as_call_failure().unwrap().reason,
+        GiveUpReason::Parked { .. }
+    ));
+    assert!(err.retry_after().unwrap() <= Duration::from_secs(120));
+    assert_eq!(
+        m.stats().requests,
+        1,
+        "the parked target was not called again"
+    );
+}
