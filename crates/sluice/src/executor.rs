@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sluice_core::{
@@ -22,6 +23,7 @@ use sluice_core::{
 };
 use sluice_providers::{ChatRequest, ChatResponse, StreamEvent, UpstreamError, transport_error};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::client::{Client, Route, Target};
 use crate::error::{AttemptRecord, CallFailure, Error};
@@ -42,6 +44,12 @@ pub struct CallInfo {
     pub target: Arc<str>,
     /// Attempts made across the whole call, the successful one included.
     pub attempts: u32,
+    /// From the call's start to its commit point (for streams: time to first token).
+    pub elapsed: Duration,
+    /// Time spent in upstream attempts up to the commit point (sending, waiting, reading).
+    pub upstream_wait: Duration,
+    /// Time spent sleeping on purpose: backoff, parks, waiting for a breaker to half-open.
+    pub backoff_wait: Duration,
 }
 
 /// A committed answer.
@@ -86,6 +94,7 @@ pub(crate) async fn execute(
         req.stream_options = None;
     }
     let call = Call {
+        waits: Waits::default(),
         client,
         route: &route,
         mode,
@@ -96,7 +105,28 @@ pub(crate) async fn execute(
     call.run(req).await
 }
 
+/// Where a call's time went, for the overhead metric (elapsed minus both waits).
+#[derive(Debug, Default)]
+struct Waits {
+    upstream_nanos: AtomicU64,
+    backoff_nanos: AtomicU64,
+}
+
+impl Waits {
+    fn add(counter: &AtomicU64, d: Duration) {
+        counter.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn get(counter: &AtomicU64) -> Duration {
+        Duration::from_nanos(counter.load(Ordering::Relaxed))
+    }
+}
+
 struct Call<'a> {
+    waits: Waits,
     client: &'a Client,
     route: &'a Route,
     mode: Mode,
@@ -185,7 +215,7 @@ impl Call<'_> {
                         wait_ms = wait.as_millis() as u64,
                         "every target is unavailable; waiting for the earliest"
                     );
-                    tokio::time::sleep(wait).await;
+                    self.sleep(wait).await;
                     failure = None;
                 }
                 _ => return Err(self.fail(failure, records, tried)),
@@ -250,7 +280,7 @@ impl Call<'_> {
                         return Err((GiveUpReason::Parked { wait }, wait));
                     }
                     tracing::debug!(upstream = %target.name(), wait_ms = wait.as_millis() as u64, "target parked after a rate limit; waiting");
-                    tokio::time::sleep(wait).await;
+                    self.sleep(wait).await;
                 }
                 Availability::Open { wait } => {
                     self.skip(target, "circuit_open");
@@ -303,10 +333,15 @@ impl Call<'_> {
             });
             let guard = AttemptGuard::new(health.clone(), probe);
             let total_attempts = records.len() as u32 + 1;
-            let err = match self
+            let span =
+                tracing::info_span!("attempt", upstream = %target.name(), attempt = attempt_no);
+            let attempt_started = Instant::now();
+            let outcome = self
                 .attempt(target, &upstream_req, total_attempts, &health)
-                .await
-            {
+                .instrument(span)
+                .await;
+            Waits::add(&self.waits.upstream_nanos, attempt_started.elapsed());
+            let err = match outcome {
                 Ok(answer) => {
                     let transition = guard.success(Instant::now());
                     self.transition(target, transition);
@@ -363,7 +398,7 @@ impl Call<'_> {
                         next_attempt: attempt_no + 1,
                         delay,
                     });
-                    tokio::time::sleep(delay).await;
+                    self.sleep(delay).await;
                     retries += 1;
                 }
                 RetryDecision::GiveUp(reason) => {
@@ -386,6 +421,25 @@ impl Call<'_> {
                     return Err(TargetOutcome::Failed(TargetFailure { last: err, reason }));
                 }
             }
+        }
+    }
+
+    /// Sleeps on purpose, counting the time as waiting rather than gateway overhead.
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+        Waits::add(&self.waits.backoff_nanos, d);
+    }
+
+    /// What the caller learns about a committed call. The attempt that commits is still
+    /// running when this is taken, so its time so far counts as upstream wait.
+    fn info(&self, target: &Target, attempts: u32, attempt_started: Instant) -> CallInfo {
+        let now = Instant::now();
+        CallInfo {
+            target: target.name().clone(),
+            attempts,
+            elapsed: self.deadline.elapsed(now),
+            upstream_wait: Waits::get(&self.waits.upstream_nanos) + (now - attempt_started),
+            backoff_wait: Waits::get(&self.waits.backoff_nanos),
         }
     }
 
@@ -503,10 +557,7 @@ impl Call<'_> {
                 self.committed(target, total_attempts);
                 Ok(Answer::Response(
                     Box::new(parsed),
-                    CallInfo {
-                        target: target.name().clone(),
-                        attempts: total_attempts,
-                    },
+                    self.info(target, total_attempts, started),
                 ))
             }
             Mode::Stream => {
@@ -539,11 +590,11 @@ impl Call<'_> {
                 };
                 self.committed(target, total_attempts);
                 Ok(Answer::Stream(ChatStream::start(Committed {
+                    info: self.info(target, total_attempts, started),
                     reader,
                     held,
                     finished,
                     target: target.name().clone(),
-                    attempts: total_attempts,
                     idle_timeout: policy.idle_timeout,
                     deadline: self.deadline,
                     forward_usage: self.forward_usage,

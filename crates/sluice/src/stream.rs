@@ -120,16 +120,14 @@ impl EventReader {
 /// connection at once.
 pub struct ChatStream {
     inner: Pin<Box<dyn Stream<Item = Result<ChatChunk, StreamInterrupted>> + Send>>,
-    target: Arc<str>,
-    attempts: u32,
+    info: crate::CallInfo,
     usage: Arc<parking_lot::Mutex<Option<Usage>>>,
 }
 
 impl fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChatStream")
-            .field("target", &self.target)
-            .field("attempts", &self.attempts)
+            .field("info", &self.info)
             .finish_non_exhaustive()
     }
 }
@@ -137,12 +135,17 @@ impl fmt::Debug for ChatStream {
 impl ChatStream {
     /// `provider/model` that is answering.
     pub fn target(&self) -> &Arc<str> {
-        &self.target
+        &self.info.target
     }
 
     /// Attempts the call made, this one included.
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.info.attempts
+    }
+
+    /// Which target answered, after how many attempts, and where the time to first token went.
+    pub fn info(&self) -> &crate::CallInfo {
+        &self.info
     }
 
     /// The provider's usage totals, once the final usage chunk has been read.
@@ -161,11 +164,11 @@ impl Stream for ChatStream {
 
 /// Everything the post-commit phase needs.
 pub(crate) struct Committed {
+    pub(crate) info: crate::CallInfo,
     pub(crate) reader: EventReader,
     pub(crate) held: VecDeque<ChatChunk>,
     pub(crate) finished: bool,
     pub(crate) target: Arc<str>,
-    pub(crate) attempts: u32,
     pub(crate) idle_timeout: Duration,
     pub(crate) deadline: Deadline,
     pub(crate) forward_usage: bool,
@@ -182,8 +185,7 @@ struct LiveState {
 impl ChatStream {
     pub(crate) fn start(committed: Committed) -> Self {
         let usage = Arc::new(parking_lot::Mutex::new(None));
-        let target = committed.target.clone();
-        let attempts = committed.attempts;
+        let info = committed.info.clone();
         let state = LiveState {
             c: committed,
             delivered: 0,
@@ -230,8 +232,7 @@ impl ChatStream {
         });
         Self {
             inner: Box::pin(inner),
-            target,
-            attempts,
+            info,
             usage,
         }
     }

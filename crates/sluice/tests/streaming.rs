@@ -154,3 +154,26 @@ async fn the_deadline_ends_a_committed_stream() {
     assert_eq!(err.unwrap().kind, Interruption::DeadlineExceeded);
     assert!(started.elapsed() <= Duration::from_secs(30));
 }
+
+#[tokio::test(start_paused = true)]
+async fn call_info_separates_upstream_and_backoff_waits_from_overhead() {
+    let mock = sluice_mock::MockServer::start(sluice_mock::MockConfig {
+        ttft: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (c, _) = client(&mock, "429:ms=1500", "waits", policy(), 1);
+    let stream = c.chat_stream(request()).await.unwrap();
+    let info = stream.info().clone();
+    assert_eq!(info.attempts, 2);
+    assert_eq!(info.backoff_wait, Duration::from_millis(1500));
+    assert!(info.upstream_wait >= Duration::from_millis(300), "{info:?}");
+    // Under paused time nothing but the waits takes time: the overhead is zero.
+    assert_eq!(
+        info.elapsed,
+        info.backoff_wait + info.upstream_wait,
+        "{info:?}"
+    );
+    drop(collect(stream).await);
+}
