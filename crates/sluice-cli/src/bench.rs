@@ -6,6 +6,12 @@
 //! second mock with long, slow streams and a second gateway in front of that one. All are
 //! children of the current executable on loopback ports picked by binding port 0; they are
 //! killed when the run ends or fails. See BENCHMARKS.md for the method and the caveats.
+//!
+//! The rate-limit scenario ([`ratelimit`]) starts its own children per run: a mock enforcing
+//! `--rpm` / `--tpm`, 1 or 3 gateways configured with the same limits (or none) and, for 3, a
+//! `redis-server` they share.
+
+mod ratelimit;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -55,7 +61,9 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
     /// Scenarios to run (comma-separated): `latency` = open-loop latency, non-streaming then
     /// streaming; `streams` = only its streaming half; `throughput` = closed-loop req/s;
-    /// `memory` = gateway RSS under --streams concurrent long streams; `all`.
+    /// `memory` = gateway RSS under --streams concurrent long streams; `all` = those four;
+    /// `ratelimit` = provider 429s and goodput at twice a mock-enforced rate limit (not part
+    /// of `all`: about 13 minutes, or 1 with --quick).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub scenario: Vec<Scenario>,
     /// Extra arguments for every `sluice serve` child, split on whitespace
@@ -65,6 +73,8 @@ pub struct BenchArgs {
     /// Harness self-test: use the mock itself as the "gateway" (no `sluice serve` is started).
     #[arg(long, hide = true)]
     pub mock_as_gateway: bool,
+    #[command(flatten)]
+    pub ratelimit: ratelimit::RateLimitArgs,
 }
 
 /// A scenario of `sluice bench`.
@@ -75,6 +85,7 @@ pub enum Scenario {
     Streams,
     Throughput,
     Memory,
+    Ratelimit,
 }
 
 /// Exit codes: 0 everything ran and every request succeeded (targets missed are reported, not
@@ -160,6 +171,12 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.chunks == 0 || args.stream_chunks == 0 {
         return Err("--chunks and --stream-chunks must be at least 1".into());
     }
+    if args.scenario.contains(&Scenario::Ratelimit) {
+        args.ratelimit.validate()?;
+        if args.mock_as_gateway {
+            return Err("--mock-as-gateway does not apply to the ratelimit scenario".into());
+        }
+    }
     Ok(())
 }
 
@@ -201,7 +218,7 @@ impl Bench {
 
     fn wants(&self, s: Scenario) -> bool {
         let list = &self.args.scenario;
-        list.contains(&Scenario::All)
+        (list.contains(&Scenario::All) && s != Scenario::Ratelimit)
             || list.contains(&s)
             || (s == Scenario::Streams && list.contains(&Scenario::Latency))
     }
@@ -248,6 +265,10 @@ impl Bench {
             let value = self.memory(&direct, &gateway).await;
             scenarios.insert("memory", value);
             self.stop_all().await;
+        }
+        if self.wants(Scenario::Ratelimit) {
+            let value = self.ratelimit().await?;
+            scenarios.insert("ratelimit", value);
         }
         Ok(scenarios)
     }
@@ -576,6 +597,14 @@ impl Bench {
                 "warmup": self.args.warmup,
                 "scenario": self.args.scenario.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
                 "extra_gateway_args": self.args.extra_gateway_args,
+                "ratelimit": {
+                    "duration_s": self.args.ratelimit.duration.map(|d| d.as_secs_f64()),
+                    "quick": self.args.ratelimit.quick,
+                    "limit_rpm": self.args.ratelimit.limit_rpm,
+                    "limit_tpm": self.args.ratelimit.limit_tpm,
+                    "max_tokens": self.args.ratelimit.max_tokens,
+                    "load_factor": self.args.ratelimit.load_factor,
+                },
             },
             "scenarios": scenarios,
             "targets": targets,
@@ -622,6 +651,32 @@ impl Bench {
                 f(&t["direct_rps"]),
                 f(&t["gateway_rps"])
             ));
+        }
+        if let Some(runs) = s["ratelimit"]["runs"].as_array() {
+            note(&format!(
+                "  ratelimit ({} binds; goodput = admitted per minute of the load window):",
+                s["ratelimit"]["binding_axis"].as_str().unwrap_or("?")
+            ));
+            for r in runs {
+                if let Some(e) = r["error"].as_str() {
+                    note(&format!(
+                        "    {:<48} FAILED: {e}",
+                        r["name"].as_str().unwrap_or("?")
+                    ));
+                    continue;
+                }
+                note(&format!(
+                    "    {:<48} client {}/{} ok, {} 429s | upstream {} req, {} 429s ({}%) | goodput {}% of the limit",
+                    r["name"].as_str().unwrap_or("?"),
+                    r["client"]["succeeded"],
+                    r["client"]["requests"],
+                    r["client"]["rate_limited_429"],
+                    r["upstream"]["requests"],
+                    r["upstream"]["rate_limited_429"],
+                    f(&r["upstream"]["rate_limited_share_pct"]),
+                    f(&r["goodput"]["binding_pct_of_limit"]),
+                ));
+            }
         }
         let m = &s["memory"];
         if !m.is_null() {
@@ -780,7 +835,7 @@ fn targets(args: &BenchArgs, s: &BTreeMap<&'static str, Value>) -> Value {
         };
     let at_rate = (args.rate - 1000.0).abs() < f64::EPSILON;
     let peak_mb = get("memory", &["gateway_peak_rss_mib"]).map(|mib| round3(mib * 1.048_576));
-    json!([
+    let mut list = json!([
         entry(
             "added p99 latency <= 1 ms at 1,000 req/s (non-streaming)",
             get("latency", &["non_streaming", "added_p99_ms"]),
@@ -813,7 +868,41 @@ fn targets(args: &BenchArgs, s: &BTreeMap<&'static str, Value>) -> Value {
             true,
             args.streams == 1000,
         ),
-    ])
+    ]);
+    // The rate-limit targets hold for proactive runs at twice the limit for 60 s.
+    let rl = &args.ratelimit;
+    let rl_at = (rl.load_factor - 2.0).abs() < f64::EPSILON
+        && rl.duration.is_none_or(|d| d >= Duration::from_secs(60))
+        && !rl.quick;
+    let runs = s.get("ratelimit").and_then(|v| v["runs"].as_array());
+    if let (Some(list), Some(runs)) = (list.as_array_mut(), runs) {
+        for r in runs.iter().filter(|r| r["mode"] == "proactive") {
+            let name = r["name"].as_str().unwrap_or("?");
+            list.push(entry(
+                &format!(
+                    "upstream 429s <= {}% of upstream requests ({name})",
+                    ratelimit::TARGET_429_SHARE_PCT
+                ),
+                r["upstream"]["rate_limited_share_pct"].as_f64(),
+                "%",
+                ratelimit::TARGET_429_SHARE_PCT,
+                true,
+                rl_at,
+            ));
+            list.push(entry(
+                &format!(
+                    "goodput >= {}% of the binding limit ({name})",
+                    ratelimit::TARGET_GOODPUT_PCT
+                ),
+                r["goodput"]["binding_pct_of_limit"].as_f64(),
+                "%",
+                ratelimit::TARGET_GOODPUT_PCT,
+                false,
+                rl_at,
+            ));
+        }
+    }
+    list
 }
 
 fn machine() -> Value {
@@ -918,6 +1007,7 @@ mod tests {
             scenario: vec![Scenario::All],
             extra_gateway_args: None,
             mock_as_gateway: false,
+            ratelimit: ratelimit::RateLimitArgs::default(),
         };
         let mut s = BTreeMap::new();
         s.insert(
@@ -931,6 +1021,22 @@ mod tests {
         assert_eq!(t[2]["met"], Value::Null);
         assert_eq!(t[3]["measured"], json!(41.943));
         assert_eq!(t[3]["met"], json!(true));
+        assert_eq!(t.as_array().unwrap().len(), 4);
+        s.insert(
+            "ratelimit",
+            json!({"runs": [
+                {"mode": "retries_only", "name": "r",
+                 "upstream": {"rate_limited_share_pct": 40.0}, "goodput": {"binding_pct_of_limit": 99.0}},
+                {"mode": "proactive", "name": "p",
+                 "upstream": {"rate_limited_share_pct": 0.2}, "goodput": {"binding_pct_of_limit": 94.0}},
+            ]}),
+        );
+        let t = targets(&args, &s);
+        assert_eq!(t.as_array().unwrap().len(), 6);
+        assert_eq!(t[4]["met"], json!(true));
+        assert_eq!(t[5]["met"], json!(false));
+        assert_eq!(t[5]["at_target_load"], json!(true));
+        assert!(t[4]["target"].as_str().unwrap().ends_with("(p)"));
     }
 
     #[test]
@@ -948,6 +1054,7 @@ mod tests {
             scenario: vec![Scenario::Latency],
             extra_gateway_args: None,
             mock_as_gateway: true,
+            ratelimit: ratelimit::RateLimitArgs::default(),
         };
         assert!(validate(&args).is_ok());
         let b = Bench::new(args.clone());
@@ -958,6 +1065,15 @@ mod tests {
         assert!(
             !b.wants(Scenario::Latency) && b.wants(Scenario::Streams) && b.wants(Scenario::Memory)
         );
+        args.scenario = vec![Scenario::All];
+        let b = Bench::new(args.clone());
+        assert!(b.wants(Scenario::Memory) && !b.wants(Scenario::Ratelimit));
+        args.scenario = vec![Scenario::Ratelimit];
+        assert!(validate(&args).is_err(), "--mock-as-gateway does not apply");
+        args.mock_as_gateway = false;
+        assert!(validate(&args).is_ok());
+        let b = Bench::new(args.clone());
+        assert!(b.wants(Scenario::Ratelimit) && !b.wants(Scenario::Latency));
         args.rate = 0.0;
         assert!(validate(&args).is_err());
     }

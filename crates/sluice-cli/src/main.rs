@@ -1,6 +1,7 @@
 //! The `sluice` command.
 
 mod bench;
+mod count_tokens;
 mod demo;
 mod loadgen;
 
@@ -52,6 +53,8 @@ enum Command {
     Check(CheckArgs),
     /// Measure the gateway's added latency, throughput and memory against the mock (JSON out).
     Bench(bench::BenchArgs),
+    /// Count the tokens of a chat request or text offline and show what truncation would drop.
+    CountTokens(count_tokens::CountTokensArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +202,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check(&args),
+            Command::CountTokens(args) => count_tokens::run(args),
         }
     })
 }

@@ -70,6 +70,21 @@ pub enum CallEvent {
         /// Target name.
         target: Arc<str>,
     },
+    /// An attempt waited in the proactive rate limiter's queue before it could be sent.
+    LimiterWaited {
+        /// Target name.
+        target: Arc<str>,
+        /// How long.
+        wait: Duration,
+    },
+    /// The proactive rate limiter refused an attempt (it would wait too long, or can never
+    /// fit), so the call falls back or fails with `rate_limited`.
+    LimiterRejected {
+        /// Target name.
+        target: Arc<str>,
+        /// `would_wait`, `too_large` or `store_unavailable`.
+        reason: &'static str,
+    },
     /// The call moves to the next target of its chain.
     FallbackTaken {
         /// Target given up on.

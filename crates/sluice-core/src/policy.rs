@@ -140,7 +140,9 @@ impl RetryPolicy {
         match reason {
             GiveUpReason::HintTooLong { hint, .. }
             | GiveUpReason::HintBeyondDeadline { hint, .. } => Some(*hint),
-            GiveUpReason::CircuitOpen { wait } | GiveUpReason::Parked { wait } => Some(*wait),
+            GiveUpReason::CircuitOpen { wait }
+            | GiveUpReason::Parked { wait }
+            | GiveUpReason::LimitExceeded { wait } => Some(*wait),
             _ => None,
         }
     }
@@ -212,6 +214,12 @@ pub enum GiveUpReason {
         /// Time until the breaker lets a probe through.
         wait: Duration,
     },
+    /// The proactive rate limiter has no capacity for this call within its bounds (deadline,
+    /// `max_queue_wait`).
+    LimitExceeded {
+        /// Time until the limiter expects capacity.
+        wait: Duration,
+    },
     /// The target is parked after a 429 with a hint, for longer than this call can wait.
     Parked {
         /// Time until the park ends.
@@ -232,6 +240,7 @@ impl GiveUpReason {
             Self::BudgetExhausted => "budget_exhausted",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::Parked { .. } => "parked",
+            Self::LimitExceeded { .. } => "limit_exceeded",
         }
     }
 }
@@ -268,6 +277,11 @@ impl fmt::Display for GiveUpReason {
             Self::CircuitOpen { wait } => write!(
                 f,
                 "the target's circuit breaker is open for {:.3}s more",
+                wait.as_secs_f64()
+            ),
+            Self::LimitExceeded { wait } => write!(
+                f,
+                "the proactive rate limit has no capacity for {:.3}s, longer than this call may wait",
                 wait.as_secs_f64()
             ),
             Self::Parked { wait } => write!(

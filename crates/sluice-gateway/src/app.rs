@@ -7,8 +7,10 @@
 //! `[DONE]`, so no OpenAI client can mistake a cut answer for a complete one.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,16 +19,19 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use sluice::{Answer, CallOptions, ChatRequest, ChatStream, Client};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::{ApiError, Dialect};
+use crate::metrics::{self, Metrics, RequestRecorder};
+use crate::status;
 
 /// Everything a request handler needs. Built once at start-up by [`crate::Gateway`].
 #[derive(Debug)]
@@ -45,10 +50,19 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Flips to `true` when the drain timeout is over: open streams end with an error event.
     pub abort_streams: watch::Receiver<bool>,
+    /// Metrics and the status page's window; `None` when `server.metrics = false`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
-/// The gateway's routes over `state`, without a socket (tests drive it with `oneshot`).
+/// The gateway's routes over `state`, without a socket (tests drive it with `oneshot`):
+/// the API, health, and the observability routes of [`admin_router`].
 pub fn router(state: Arc<AppState>) -> Router {
+    build_router(state, true)
+}
+
+/// The gateway's routes; `/metrics`, `/status` and `/status.json` only with `observability`
+/// (they move to the admin listener when there is one).
+pub(crate) fn build_router(state: Arc<AppState>, observability: bool) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
@@ -57,17 +71,98 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             require_client_key,
         ));
-    Router::new()
+    let mut main = Router::new()
         .merge(v1)
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
-        .route("/readyz", get(readyz))
-        .fallback(not_found)
+        .route("/readyz", get(readyz));
+    if observability {
+        main = main.merge(observability_routes());
+    }
+    main.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The admin listener's routes (`server.admin_listen`): metrics, the status page and its JSON,
+/// and liveness. No client auth: bind it where only operators can reach it.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    observability_routes()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+fn observability_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/status", get(status_page))
+        .route("/status.json", get(status_json))
+}
+
+fn metrics_disabled() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "Metrics are turned off on this gateway (server.metrics = false).",
+    )
+    .with_code("metrics_disabled")
+    .into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return metrics_disabled();
+    };
+    let text = metrics.render(&state.client.target_status());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn status_json(State(state): State<Arc<AppState>>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return metrics_disabled();
+    };
+    let report = metrics.status_report(metrics::unix_ms(), &state.client.target_status());
+    let mut resp = axum::Json(report).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn status_page(State(state): State<Arc<AppState>>) -> Response {
+    if state.metrics.is_none() {
+        return metrics_disabled();
+    }
+    let mut resp = axum::response::Html(status::STATUS_HTML).into_response();
+    let h = resp.headers_mut();
+    // The page is self-contained: it may run its own inline script and style and talk to
+    // this origin, nothing else.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// The id of a request: the client's `x-request-id` when it is sane, else a new one.
@@ -336,27 +431,42 @@ fn parse_request(bytes: &[u8], dialect: Dialect) -> Result<ChatRequest, ApiError
 }
 
 /// Both APIs: read, parse into the canonical request, run the one executor, render the answer
-/// (or error) in the client's dialect.
+/// (or error) in the client's dialect. Every request is recorded once in the metrics (see
+/// [`RequestRecorder`]), streams when their last event is written or the client goes away.
 async fn serve_chat(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
     dialect: Dialect,
 ) -> Response {
+    let mut recorder = RequestRecorder::start(state.metrics.as_ref(), Instant::now());
     let bytes = match read_body(state, body).await {
         Ok(b) => b,
-        Err(e) => return e.into_response_for(dialect),
+        Err(e) => {
+            recorder.outcome("invalid_request");
+            return e.into_response_for(dialect);
+        }
     };
+    let body_read = Instant::now();
     let req = match parse_request(&bytes, dialect) {
         Ok(r) => r,
-        Err(e) => return e.into_response_for(dialect),
+        Err(e) => {
+            recorder.outcome("invalid_request");
+            return e.into_response_for(dialect);
+        }
     };
     let model = req.model.clone();
+    recorder.model(&model, req.is_stream());
     let options = CallOptions {
         headers: forwarded_headers(headers),
     };
-    let span = tracing::info_span!("chat", model = %model, stream = req.is_stream());
-    match state.client.execute(req, &options).instrument(span).await {
+    let span = tracing::info_span!("chat", model = %model, route = recorder.route(), stream = req.is_stream());
+    match state
+        .client
+        .execute(req, &options)
+        .instrument(span.clone())
+        .await
+    {
         Ok(Answer::Response(response, info)) => {
             let mut resp = match dialect {
                 Dialect::OpenAi => axum::Json(&*response).into_response(),
@@ -366,12 +476,24 @@ async fn serve_chat(
                 }
             };
             call_headers(resp.headers_mut(), &info.target, info.attempts);
+            recorder.committed(&info, body_read, Instant::now());
+            recorder.usage(response.usage.as_ref());
+            recorder.outcome("ok");
             resp
         }
         Ok(Answer::Stream(stream)) => {
-            sse_response(stream, state.abort_streams.clone(), dialect, &model)
+            recorder.committed(stream.info(), body_read, Instant::now());
+            sse_response(
+                stream,
+                state.abort_streams.clone(),
+                dialect,
+                &model,
+                recorder,
+                span,
+            )
         }
         Err(e) => {
+            recorder.failed(&e);
             let api = ApiError::from_call(&e);
             if api.status().is_server_error() || api.status() == StatusCode::TOO_MANY_REQUESTS {
                 tracing::warn!(model = %model, status = api.status().as_u16(), "call failed: {e}");
@@ -441,12 +563,16 @@ fn named_frames(events: &[(&'static str, serde_json::Value)]) -> Bytes {
 
 /// The committed stream as SSE in the client's dialect, each upstream event written as soon as
 /// it arrives. A failure after commit ends it with an error event (no `[DONE]` /
-/// `message_stop`), so no client can take a cut answer for a complete one.
+/// `message_stop`), so no client can take a cut answer for a complete one. The stream is polled
+/// inside the request's span (so post-commit logs carry its request id), and `recorder` records
+/// the request when the stream ends or the client goes away.
 fn sse_response(
     stream: ChatStream,
     abort: watch::Receiver<bool>,
     dialect: Dialect,
     model: &str,
+    recorder: RequestRecorder,
+    span: tracing::Span,
 ) -> Response {
     let target = stream.target().clone();
     let attempts = stream.attempts();
@@ -456,33 +582,48 @@ fn sse_response(
             sluice_providers::AnthropicStreamEncoder::new(model),
         )),
     };
-    let frames = futures_util::stream::unfold(Some((stream, abort, encoder)), |state| async move {
-        let (mut stream, mut abort, mut encoder) = state?;
+    let live = LiveStream {
+        stream,
+        abort,
+        encoder,
+        recorder,
+    };
+    let frames = futures_util::stream::unfold(Some(live), |live| async move {
+        let mut live = live?;
         let item = tokio::select! {
             biased;
-            item = stream.next() => item,
-            _ = abort.wait_for(|a| *a) => {
+            item = live.stream.next() => item,
+            _ = live.abort.wait_for(|a| *a) => {
                 let api = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
                     "The gateway is shutting down and its drain timeout ended this stream before the upstream finished.",
                 )
                 .with_code("gateway_shutdown");
-                return Some((Ok::<_, Infallible>(encoder.error(&api)), None));
+                live.recorder.outcome("gateway_shutdown");
+                return Some((Ok::<_, Infallible>(live.encoder.error(&api)), None));
             }
         };
         match item {
             Some(Ok(chunk)) => {
-                let frame = encoder.chunk(&chunk);
-                Some((Ok(frame), Some((stream, abort, encoder))))
+                let frame = live.encoder.chunk(&chunk);
+                Some((Ok(frame), Some(live)))
             }
             Some(Err(interrupted)) => {
+                live.recorder.outcome("stream_interrupted");
                 let api = ApiError::from_call(&sluice::Error::StreamInterrupted(interrupted));
-                Some((Ok(encoder.error(&api)), None))
+                Some((Ok(live.encoder.error(&api)), None))
             }
-            None => Some((Ok(encoder.done()), None)),
+            None => {
+                live.recorder.outcome("ok");
+                Some((Ok(live.encoder.done()), None))
+            }
         }
     });
+    let frames = InSpan {
+        inner: Box::pin(frames),
+        span,
+    };
     let mut resp = Response::new(Body::from_stream(frames));
     let h = resp.headers_mut();
     h.insert(
@@ -493,6 +634,37 @@ fn sse_response(
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     call_headers(h, &target, attempts);
     resp
+}
+
+/// A committed stream being written to the client. When it is dropped — after its last frame,
+/// or when the client goes away — its request is recorded with the usage the provider reported.
+struct LiveStream {
+    stream: ChatStream,
+    abort: watch::Receiver<bool>,
+    encoder: FrameEncoder,
+    recorder: RequestRecorder,
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.recorder.usage(self.stream.usage().as_ref());
+    }
+}
+
+/// Polls a stream inside a tracing span.
+struct InSpan<S> {
+    inner: Pin<Box<S>>,
+    span: tracing::Span,
+}
+
+impl<S: Stream> Stream for InSpan<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll_next(cx)
+    }
 }
 
 fn sse_frame(value: &serde_json::Value) -> Bytes {

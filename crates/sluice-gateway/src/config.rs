@@ -30,8 +30,8 @@
 //!
 //! `examples/sluice.toml` is the complete, commented example; `examples/minimal.toml` the
 //! smallest useful file. Defaults live in one place each and are linked, not restated, here
-//! (a unit test checks that the `[policy]`, `[server]`, `[breaker]` and `[budget]` values in
-//! `examples/sluice.toml` equal them). Durations are strings in humantime syntax (`"250ms"`, `"10s"`, `"10m"`, `"1h 30m"`);
+//! (a unit test checks that the `[policy]`, `[server]`, `[breaker]`, `[budget]` and
+//! `[rate_limit]` values in `examples/sluice.toml` equal them). Durations are strings in humantime syntax (`"250ms"`, `"10s"`, `"10m"`, `"1h 30m"`);
 //! sizes are strings like `"32MiB"` or `"512KiB"`.
 //!
 //! | key | type | default |
@@ -42,6 +42,8 @@
 //! | `server.header_read_timeout` | duration: a client must send its request head within it | [`ServerConfig::DEFAULT_HEADER_READ_TIMEOUT`] |
 //! | `server.body_read_timeout` | duration: a client must send its request body within it | [`ServerConfig::DEFAULT_BODY_READ_TIMEOUT`] |
 //! | `server.drain_timeout` | duration: on SIGTERM, how long in-flight streams may finish | [`ServerConfig::DEFAULT_DRAIN_TIMEOUT`] |
+//! | `server.metrics` | bool: collect metrics and serve `/metrics`, `/status` and `/status.json` | `true` |
+//! | `server.admin_listen` | socket address, not `server.listen`: serve `/metrics`, `/status` and `/status.json` there (without client auth) instead of on the main listener | none: the main listener |
 //! | `policy.max_retries` | integer | [`RetryPolicy::DEFAULT_MAX_RETRIES`] |
 //! | `policy.base_delay` | duration | [`sluice_core::Backoff::DEFAULT_BASE`] |
 //! | `policy.max_delay` | duration, not less than `base_delay` | [`sluice_core::Backoff::DEFAULT_MAX`] |
@@ -50,6 +52,18 @@
 //! | `policy.connect_timeout` | duration | [`RetryPolicy::DEFAULT_CONNECT_TIMEOUT`] |
 //! | `policy.first_token_timeout` | duration | [`RetryPolicy::DEFAULT_FIRST_TOKEN_TIMEOUT`] |
 //! | `policy.idle_timeout` | duration | [`RetryPolicy::DEFAULT_IDLE_TIMEOUT`] |
+//! | `policy.on_context_overflow` | `"error"`, `"truncate"` or `"fallback"`: what to do with a prompt over a target's budget ([`sluice_core::OnOverflow`]) | [`sluice_core::OnOverflow::default`] |
+//! | `policy.context_buffer` | integer >= 0: tokens kept free besides the output | [`ContextPolicy::DEFAULT_BUFFER`] |
+//! | `policy.default_output_tokens` | integer >= 1: output reserved when a request sets no `max_tokens` | [`ContextPolicy::DEFAULT_OUTPUT`] |
+//! | `policy.default_context_window` | integer greater than `default_output_tokens + context_buffer`: the window assumed for models the registry does not know | none: unknown models are not checked before sending |
+//! | `rate_limit.backend` | `"local"` (buckets in this process) or `"redis"` (shared by every replica) | `"local"` ([`RateLimitBackend::default`]) |
+//! | `rate_limit.redis_url` | `redis://` or `rediss://` URL; required with `backend = "redis"`, not allowed otherwise | — |
+//! | `rate_limit.key_prefix` | non-empty, no whitespace: prefix of the keys in Redis | [`RateLimitConfig::DEFAULT_KEY_PREFIX`] |
+//! | `rate_limit.max_queue_wait` | duration (`"0s"`: never wait): longest a request waits in a limiter queue | [`RateLimitConfig::DEFAULT_MAX_QUEUE_WAIT`] |
+//! | `rate_limit.expected_replicas` | integer >= 1: with Redis down and `on_redis_down = "local"`, each replica runs at `limit / expected_replicas` | [`RateLimitConfig::DEFAULT_EXPECTED_REPLICAS`] |
+//! | `rate_limit.on_redis_down` | `"local"` (fall back to local buckets) or `"closed"` (refuse limited requests) | `"local"` ([`OnRedisDown::default`]) |
+//! | `rate_limit.expected_output_tokens` | integer >= 1: output tokens reserved when a request sets no `max_tokens` (an estimate for the token bucket) | [`RateLimitConfig::DEFAULT_EXPECTED_OUTPUT_TOKENS`] |
+//! | `rate_limit.per_client_key` | bool: also limit each client key on its own, with the same limits | [`RateLimitConfig::DEFAULT_PER_CLIENT_KEY`] |
 //! | `breaker.failure_rate` | number greater than 0 and at most 1: the failure rate over `window` that opens a target's circuit | [`BreakerConfig::DEFAULT_FAILURE_RATE`] |
 //! | `breaker.min_requests` | integer >= 1: calls in `window` before `failure_rate` is judged | [`BreakerConfig::DEFAULT_MIN_REQUESTS`] |
 //! | `breaker.window` | positive duration: the rolling window calls are counted over | [`BreakerConfig::DEFAULT_WINDOW`] |
@@ -67,11 +81,41 @@
 //! | `providers[].mock` | table, only for `kind = "mock"`: any field of [`MockConfig`] (`chunks`, `ttft`, `chunk_gap`, `context_limit`, `seed`, `p_429`, `p_quota`, `p_500`, `p_502`, `p_503`, `p_504`, `p_529`, `p_reset`, `p_cut`, `p_stall`, `p_inband`, `retry_after`, `model_name`) | [`MockConfig::default`] |
 //! | `providers[].breaker` | table (inline `breaker = { cooldown = "5s" }` or `[providers.breaker]`) of any `[breaker]` key, overriding it for this provider's targets only | the `[breaker]` value |
 //! | `providers[].budget` | table of any `[budget]` key, overriding it for this provider's targets only | the `[budget]` value |
+//! | `providers[].rpm`, `providers[].tpm` | number > 0: requests / tokens per minute | none: unlimited |
+//! | `providers[].rpm_burst`, `providers[].tpm_burst` | number > 0: bucket capacity; only with `rpm` / `tpm` | one minute's worth (`rpm` / `tpm`) |
+//! | `providers[].limit_scope` | `"model"` (one bucket pair per `"provider/model"` target) or `"provider"` (one pair for the whole provider) | `"model"` ([`LimitScope::default`]) |
+//! | `providers[].model_limits` | table of model name → table of any of `rpm`, `tpm`, `rpm_burst`, `tpm_burst`, merged over the provider's keys for that model's target; only with `limit_scope = "model"` | none |
 //! | `providers[].context_windows` | table of model name → context window in tokens (a positive integer), e.g. `{ "gpt-4o" = 128000 }`; for a target `"{provider}/{model}"` it overrides the built-in model registry ([`sluice_core::model_info`]) | none: the registry |
 //! | `models[].name` | required; non-empty; unique; the model name clients send | — |
 //! | `models[].targets` | required; non-empty list of `"provider/model"`, in fallback order; the provider must be defined | — |
 //! | `models[].fallback_on_content_policy` | bool: fall back to the next target after a content-policy refusal | `false` |
-//! | `models[].<policy key>` | any `[policy]` key, overriding it for this model only | the `[policy]` value |
+//! | `models[].context_window` | integer greater than the model's `default_output_tokens + context_buffer`: the window of every target of this entry, overriding the registry and `providers[].context_windows` | none: the registry |
+//! | `models[].max_output` | integer >= 1, not above `context_window`: the largest output of every target of this entry, overriding the registry | none: the registry |
+//! | `models[].<policy key>` | any `[policy]` key (including the context keys), overriding it for this model only | the `[policy]` value |
+//!
+//! # Rate limits
+//!
+//! A provider's `rpm` / `tpm` (and bursts) make one bucket pair per target, or one for the
+//! whole provider with `limit_scope = "provider"`. A `model_limits` entry sets only the keys
+//! it names; the others keep the provider's value:
+//!
+//! ```toml
+//! [[providers]]
+//! name = "openai"
+//! kind = "openai"
+//! base_url = "https://api.openai.com/v1"
+//! rpm = 500
+//! tpm = 200000
+//! model_limits = { "gpt-4o" = { tpm = 30000 } }   # rpm stays 500
+//! ```
+//!
+//! Every limit must be finite and positive, a burst needs its rate, and a bucket must be able
+//! to hold one request: the request capacity (`rpm_burst`, else `rpm`) at least 1 and the
+//! token capacity (`tpm_burst`, else `tpm`) at least `rate_limit.expected_output_tokens`.
+//! That last check is the config's reading of "a target's tpm not below its max_tokens": it
+//! compares with `expected_output_tokens` only, not with a model's `max_output` from the
+//! registry or `[[models]]`, since requests usually ask for far less than that maximum (a
+//! request whose own `max_tokens` exceeds the bucket is refused when it arrives).
 //!
 //! # Breaker and budget overrides
 //!
@@ -104,7 +148,9 @@
 //! see whether it is empty, and neither keeps nor shows it); [`Config::warnings`] reports provider
 //! key variables that are not set, by name. Errors never echo a `base_url` (it could carry
 //! credentials) or a header value, and the `Debug` output of [`ProviderConfig`] redacts header
-//! values.
+//! values. The one exception is `rate_limit.redis_url`, which may carry a Redis password
+//! (`redis://:password@host`): errors never echo it, and the `Debug` output of
+//! [`RateLimitBackend`] redacts its `user:password@` and query.
 
 mod raw;
 mod resolve;
@@ -116,7 +162,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_core::{BreakerConfig, BudgetConfig, RetryPolicy};
+use sluice_core::{BreakerConfig, BudgetConfig, ContextPolicy, RetryPolicy};
 use sluice_mock::MockConfig;
 
 /// Default `base_url` of a `kind = "anthropic"` provider; paths such as `/v1/messages` are
@@ -128,8 +174,8 @@ pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// Every key with its type and default is listed in the docs of the `config` module
 /// (`src/config.rs`) and, commented, in `examples/sluice.toml`.
 ///
-/// `Default` is an empty configuration: default server, policy, breaker and budget, no
-/// providers, no models.
+/// `Default` is an empty configuration: default server, policy, breaker, budget, context
+/// policy and rate-limit settings, no providers, no models.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// The HTTP server.
@@ -142,6 +188,13 @@ pub struct Config {
     /// The `[budget]` table: the retry budget settings of every target whose provider does not
     /// override them (see [`ProviderConfig::budget`]).
     pub budget: BudgetConfig,
+    /// The context guard settings of `[policy]` (`on_context_overflow`, `context_buffer`,
+    /// `default_output_tokens`, `default_context_window`): those of every model that does not
+    /// override them (see [`ModelConfig::context`]).
+    pub context: ContextPolicy,
+    /// The `[rate_limit]` table: where rate-limit buckets live and how requests wait for them.
+    /// The limits themselves are per provider ([`ProviderConfig::limits`]).
+    pub rate_limit: RateLimitConfig,
     /// Upstream providers, in file order; names are unique.
     pub providers: Vec<ProviderConfig>,
     /// Model names clients may send, in file order; names are unique.
@@ -166,6 +219,11 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// On shutdown, how long in-flight requests and streams may run before they are cut.
     pub drain_timeout: Duration,
+    /// Whether metrics are collected and `/metrics`, `/status` and `/status.json` served.
+    pub metrics: bool,
+    /// A separate address for `/metrics`, `/status` and `/status.json`; `None` serves them on
+    /// `listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -192,6 +250,8 @@ impl Default for ServerConfig {
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
             drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
+            metrics: true,
+            admin_listen: None,
         }
     }
 }
@@ -219,6 +279,16 @@ pub struct ProviderConfig {
     /// ([`sluice_core::model_info`]) says for that model on this provider. Every window is
     /// positive.
     pub context_windows: Vec<(String, u32)>,
+    /// The provider's own `rpm`, `tpm`, `rpm_burst` and `tpm_burst`; all `None` (the default)
+    /// means unlimited.
+    pub limits: LimitsConfig,
+    /// Whether [`ProviderConfig::limits`] apply to each `"provider/model"` target separately
+    /// (the default) or once to the whole provider.
+    pub limit_scope: LimitScope,
+    /// Per-model limits by model name (the model part of a target), sorted by name, each
+    /// already merged key by key over [`ProviderConfig::limits`]. Only with
+    /// [`LimitScope::Model`].
+    pub model_limits: Vec<(String, LimitsConfig)>,
 }
 
 impl ProviderConfig {
@@ -259,6 +329,9 @@ impl ProviderConfig {
             breaker: None,
             budget: None,
             context_windows: Vec::new(),
+            limits: LimitsConfig::default(),
+            limit_scope: LimitScope::default(),
+            model_limits: Vec::new(),
         }
     }
 
@@ -268,6 +341,17 @@ impl ProviderConfig {
             .iter()
             .find(|(name, _)| name == model)
             .map(|(_, window)| *window)
+    }
+
+    /// The limits of this provider's target for `model`: its `model_limits` entry (already
+    /// merged over the provider's), else [`ProviderConfig::limits`]. With
+    /// [`LimitScope::Provider`] this is always [`ProviderConfig::limits`], shared by every
+    /// model.
+    pub fn limits_for(&self, model: &str) -> LimitsConfig {
+        self.model_limits
+            .iter()
+            .find(|(name, _)| name == model)
+            .map_or(self.limits, |(_, limits)| *limits)
     }
 }
 
@@ -288,6 +372,9 @@ impl fmt::Debug for ProviderConfig {
             .field("breaker", &self.breaker)
             .field("budget", &self.budget)
             .field("context_windows", &self.context_windows)
+            .field("limits", &self.limits)
+            .field("limit_scope", &self.limit_scope)
+            .field("model_limits", &self.model_limits)
             .finish()
     }
 }
@@ -322,6 +409,15 @@ pub struct ModelConfig {
     pub policy: RetryPolicy,
     /// Whether a content-policy refusal falls back to the next target.
     pub fallback_on_content_policy: bool,
+    /// [`Config::context`] with this entry's overrides of the `[policy]` context keys applied.
+    pub context: ContextPolicy,
+    /// Context window in tokens for every target of this entry, overriding the built-in model
+    /// registry ([`sluice_core::model_info`]) and the providers' `context_windows`; positive,
+    /// and larger than `context.default_output + context.buffer`.
+    pub context_window: Option<u32>,
+    /// Largest output in tokens for every target of this entry, overriding the registry;
+    /// positive, and not above `context_window` when both are set.
+    pub max_output: Option<u32>,
 }
 
 /// A `"provider/model"` target. The provider part never contains `/`; the model part may
@@ -336,7 +432,8 @@ pub struct TargetRef {
 
 impl ModelConfig {
     /// A model named `name` served by `targets` (each `"provider/model"`, in fallback order)
-    /// with `policy`, not falling back on content-policy refusals.
+    /// with `policy`, not falling back on content-policy refusals, with the default
+    /// [`ContextPolicy`] and no context window or output overrides.
     ///
     /// # Panics
     ///
@@ -358,6 +455,9 @@ impl ModelConfig {
             targets,
             policy,
             fallback_on_content_policy: false,
+            context: ContextPolicy::default(),
+            context_window: None,
+            max_output: None,
         }
     }
 }
@@ -365,6 +465,170 @@ impl ModelConfig {
 impl fmt::Display for TargetRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+/// The `[rate_limit]` table: where the buckets of the providers' limits live and how a request
+/// waits for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Where buckets live.
+    pub backend: RateLimitBackend,
+    /// Prefix of every bucket key in a shared store (`backend = "redis"`).
+    pub key_prefix: String,
+    /// Longest a request waits in a limiter queue before it is refused (zero: never waits).
+    pub max_queue_wait: Duration,
+    /// Gateway replicas sharing the limits; at least 1. While a shared store is unreachable
+    /// and [`OnRedisDown::Local`] applies, each replica limits itself to
+    /// `limit / expected_replicas`.
+    pub expected_replicas: u32,
+    /// What to do while the shared store is unreachable.
+    pub on_redis_down: OnRedisDown,
+    /// Output tokens reserved from the token bucket when a request sets no `max_tokens` (an
+    /// estimate, corrected when the answer reports its usage); at least 1.
+    pub expected_output_tokens: u32,
+    /// Whether each client key is also limited on its own, with the same `rpm`/`tpm` as the
+    /// target it calls.
+    pub per_client_key: bool,
+}
+
+impl RateLimitConfig {
+    /// Default `key_prefix`.
+    pub const DEFAULT_KEY_PREFIX: &'static str = "sluice:rl";
+    /// Default `max_queue_wait`.
+    pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(30);
+    /// Default `expected_replicas`.
+    pub const DEFAULT_EXPECTED_REPLICAS: u32 = 1;
+    /// Default `expected_output_tokens`.
+    pub const DEFAULT_EXPECTED_OUTPUT_TOKENS: u32 = 256;
+    /// Default `per_client_key`.
+    pub const DEFAULT_PER_CLIENT_KEY: bool = false;
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            backend: RateLimitBackend::default(),
+            key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
+            max_queue_wait: Self::DEFAULT_MAX_QUEUE_WAIT,
+            expected_replicas: Self::DEFAULT_EXPECTED_REPLICAS,
+            on_redis_down: OnRedisDown::default(),
+            expected_output_tokens: Self::DEFAULT_EXPECTED_OUTPUT_TOKENS,
+            per_client_key: Self::DEFAULT_PER_CLIENT_KEY,
+        }
+    }
+}
+
+/// Where rate-limit buckets live (`rate_limit.backend`).
+///
+/// `Debug` redacts the credentials (`user:password@`) and the query of a Redis URL.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum RateLimitBackend {
+    /// In this process: each replica has its own buckets.
+    #[default]
+    Local,
+    /// In a Redis server shared by every replica.
+    Redis {
+        /// A `redis://` or `rediss://` URL, as written (it may hold a password: never log it;
+        /// use [`RateLimitBackend::redacted_url`]).
+        url: String,
+    },
+}
+
+impl RateLimitBackend {
+    /// The Redis URL with its credentials and query replaced by `<redacted>`, for logs and
+    /// status pages; `None` for [`RateLimitBackend::Local`].
+    pub fn redacted_url(&self) -> Option<String> {
+        match self {
+            Self::Local => None,
+            Self::Redis { url } => Some(redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for RateLimitBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("Local"),
+            Self::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .finish(),
+        }
+    }
+}
+
+/// `url` with any `user:password@` and `?query` replaced by `<redacted>` (a password may be in
+/// either). Works on the text, so it redacts even a URL that does not parse.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("<redacted>@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?<redacted>", &tail[..q]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{host}{tail}")
+}
+
+/// What the gateway does while the shared rate-limit store is unreachable
+/// (`rate_limit.on_redis_down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRedisDown {
+    /// Fall back to local buckets at `limit / expected_replicas` (fail open, but bounded).
+    #[default]
+    Local,
+    /// Refuse requests to limited targets until the store is back (fail closed).
+    Closed,
+}
+
+/// How many bucket pairs a provider's limits make (`providers[].limit_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitScope {
+    /// One pair (requests, tokens) per `"provider/model"` target.
+    #[default]
+    Model,
+    /// One pair for the whole provider, shared by all its models.
+    Provider,
+}
+
+/// Requests-per-minute and tokens-per-minute limits, with optional burst capacities. `None`
+/// means unlimited on that axis; every value set is finite and positive, a burst is only set
+/// with its rate, the request capacity is at least 1 and the token capacity at least
+/// [`RateLimitConfig::expected_output_tokens`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LimitsConfig {
+    /// Requests per minute.
+    pub rpm: Option<f64>,
+    /// Tokens (prompt plus output) per minute.
+    pub tpm: Option<f64>,
+    /// Request bucket capacity; `None`: `rpm` (one minute's worth).
+    pub rpm_burst: Option<f64>,
+    /// Token bucket capacity; `None`: `tpm`.
+    pub tpm_burst: Option<f64>,
+}
+
+impl LimitsConfig {
+    /// Whether neither requests nor tokens are limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none()
+    }
+
+    /// The same limits as the limiter takes them.
+    pub fn to_limits(&self) -> sluice::Limits {
+        sluice::Limits {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            burst_requests: self.rpm_burst,
+            burst_tokens: self.tpm_burst,
+        }
     }
 }
 

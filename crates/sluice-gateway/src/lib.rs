@@ -7,6 +7,10 @@
 //!   with a header read timeout and a graceful drain ([`Gateway::serve`], [`Gateway::start`]).
 //! - [`router`] is the axum router over an [`AppState`]; tests drive it without a socket.
 //! - [`ApiError`] is every error the gateway returns, in OpenAI's error format.
+//! - [`Metrics`] is the gateway's observability: the client's observer (every retry, fallback
+//!   and breaker transition) plus one record per request, rendered as Prometheus text on
+//!   `GET /metrics` and as the live status page `GET /status` (polling `GET /status.json`, a
+//!   [`StatusReport`]); optionally on a separate admin listener ([`admin_router`]).
 //!
 //! The commit-point rule holds on the wire: nothing, not even the status line, is written to
 //! the client before the executor commits; after it, a failure ends the SSE stream with an
@@ -15,7 +19,9 @@
 mod app;
 mod config;
 mod error;
+mod metrics;
 mod server;
+mod status;
 
 use std::future::Future;
 use std::io;
@@ -23,12 +29,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-pub use app::{AppState, RequestId, router};
+pub use app::{AppState, RequestId, admin_router, router};
 pub use config::{
-    ANTHROPIC_BASE_URL, Config, ConfigError, ConfigProblem, ModelConfig, ProviderConfig,
-    ProviderKind, ServerConfig, TargetRef,
+    ANTHROPIC_BASE_URL, Config, ConfigError, ConfigProblem, LimitScope, LimitsConfig, ModelConfig,
+    OnRedisDown, ProviderConfig, ProviderKind, RateLimitBackend, RateLimitConfig, ServerConfig,
+    TargetRef,
 };
 pub use error::{ApiError, Dialect};
+pub use metrics::{DIRECT_ROUTE, MAX_TARGET_LABELS, Metrics, RequestRecorder};
+pub use status::{BUCKET_MS, BUCKETS, LogHistogram, STATS_BUCKETS, StatusReport, StatusWindow};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice::{Adapter, ApiKey, Client, Endpoint, OpenAiAdapter};
@@ -138,6 +147,17 @@ impl Gateway {
             }
         }
         builder = builder.default_endpoint(options.default_provider.as_deref());
+        let metrics = config.server.metrics.then(|| {
+            Arc::new(Metrics::new(config.models.iter().map(|m| {
+                (
+                    m.name.as_str(),
+                    m.targets.iter().map(ToString::to_string).collect(),
+                )
+            })))
+        });
+        if let Some(metrics) = &metrics {
+            builder = builder.observer(metrics.clone());
+        }
         let mut models = Vec::new();
         for model in &config.models {
             let targets: Vec<String> = model.targets.iter().map(ToString::to_string).collect();
@@ -176,6 +196,7 @@ impl Gateway {
             body_read_timeout: config.server.body_read_timeout,
             draining: AtomicBool::new(false),
             abort_streams: abort_rx,
+            metrics,
         });
         Ok(Self {
             state,
@@ -193,6 +214,11 @@ impl Gateway {
     /// The shared state (the client, model list, keys).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// The gateway's metrics (`None` when `server.metrics = false`).
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.state.metrics.as_ref()
     }
 
     /// The configuration the gateway was built from.
@@ -213,13 +239,30 @@ impl Gateway {
         self.mocks.iter().find(|(n, _)| n == name).map(|(_, m)| m)
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains.
+    /// Serves on `listener` until `shutdown` resolves, then drains. With
+    /// `server.admin_listen` set, binds it and serves [`admin_router`] there as well.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        let router = self.router();
+        let admin = match self.config.server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        self.serve_with_admin(listener, admin, shutdown).await
+    }
+
+    /// Serves on `listener` (and [`admin_router`] on `admin`, when given) until `shutdown`
+    /// resolves, then drains. The admin listener keeps answering during the drain and closes
+    /// after it.
+    pub async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        let router = app::build_router(self.state.clone(), admin.is_none());
         let options = server::ServeOptions {
             header_read_timeout: self.config.server.header_read_timeout,
             drain_timeout: self.config.server.drain_timeout,
@@ -230,20 +273,48 @@ impl Gateway {
             mocks,
             ..
         } = self;
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let admin_task = admin.map(|listener| {
+            let router = admin_router(state.clone());
+            let mut stopped = admin_stopped;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        });
         let result = server::serve(listener, router, state, abort_streams, options, shutdown).await;
+        stop_admin.send_replace(true);
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
         drop(mocks);
         result
     }
 
     /// Serves on `listener` in a background task; the handle stops it.
     pub fn start(self, listener: TcpListener) -> io::Result<GatewayHandle> {
+        self.start_with_admin(listener, None)
+    }
+
+    /// Like [`Gateway::start`], serving [`admin_router`] on `admin` too (its address is
+    /// [`GatewayHandle::admin_addr`]). `server.admin_listen` is not bound: `admin` is used.
+    pub fn start_with_admin(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+    ) -> io::Result<GatewayHandle> {
         let addr = listener.local_addr()?;
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(self.serve(listener, async move {
+        let task = tokio::spawn(self.serve_with_admin(listener, admin, async move {
             let _ = rx.await;
         }));
         Ok(GatewayHandle {
             addr,
+            admin_addr,
             shutdown: Some(tx),
             task,
         })
@@ -254,6 +325,7 @@ impl Gateway {
 #[derive(Debug)]
 pub struct GatewayHandle {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
@@ -262,6 +334,16 @@ impl GatewayHandle {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// `http://ADDR/status` on the listener that serves the status page.
+    pub fn status_url(&self) -> String {
+        format!("http://{}/status", self.admin_addr.unwrap_or(self.addr))
     }
 
     /// `http://ADDR/v1`, the `base_url` for OpenAI SDKs.

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::limits::{Axis, Rejection, with_commas};
 use crate::script::Step;
 use crate::wire::{
     ChatRequest, ErrorContext, Invalid, Kind, TOOL_ARGUMENTS, estimate_tokens, json_string,
@@ -25,6 +26,33 @@ const DEFAULT_CONTEXT_WINDOW: u64 = 200_000;
 
 /// Requests per minute claimed by the rate-limit headers of a 429.
 pub(crate) const RATE_LIMIT_REQUESTS: u64 = 60;
+
+/// The body of a `--rpm` / `--tpm` rejection: 429 `rate_limit_error` with the §2.4 message
+/// ("This request would exceed the rate limit for your organization (O) of 40,000 input tokens
+/// per minute. ...").
+pub(crate) fn limit_error(rejection: &Rejection) -> Bytes {
+    let limit = with_commas(rejection.limit.round() as u64);
+    let what = match rejection.axis {
+        Axis::Requests => "requests",
+        Axis::Tokens => "tokens",
+    };
+    let message = match rejection.retry_after {
+        Some(_) => format!(
+            "This request would exceed the rate limit for your organization (org-sluice-mock) of \
+             {limit} {what} per minute. For details, refer to: \
+             https://docs.anthropic.com/en/api/rate-limits. You can see the response headers for \
+             current usage. Please reduce the prompt length or the maximum tokens requested, or \
+             try again later."
+        ),
+        None => format!(
+            "This request would exceed the rate limit for your organization (org-sluice-mock) of \
+             {limit} {what} per minute on its own ({} requested). Please reduce the prompt length \
+             or the maximum tokens requested.",
+            with_commas(rejection.requested.round() as u64)
+        ),
+    };
+    error_body("rate_limit_error", &message)
+}
 
 /// `{"type":"error","error":{"type":..,"message":..}}`.
 pub(crate) fn error_body(error_type: &str, message: &str) -> Bytes {
@@ -87,10 +115,10 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, Invalid> {
         Some(Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
         Some(_) => return Err(invalid("model: Input should be a valid string")),
     };
-    match obj.get("max_tokens") {
+    let max_tokens = match obj.get("max_tokens") {
         None | Some(Value::Null) => return Err(invalid("max_tokens: Field required")),
         Some(Value::Number(n)) => match n.as_i64() {
-            Some(n) if n >= 1 => {}
+            Some(n) if n >= 1 => n as u64,
             Some(_) => {
                 return Err(invalid(
                     "max_tokens: Input should be greater than or equal to 1",
@@ -99,7 +127,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, Invalid> {
             None => return Err(invalid("max_tokens: Input should be a valid integer")),
         },
         Some(_) => return Err(invalid("max_tokens: Input should be a valid integer")),
-    }
+    };
     let messages = match obj.get("messages") {
         None | Some(Value::Null) => return Err(invalid("messages: Field required")),
         Some(Value::Array(m)) => m,
@@ -156,6 +184,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, Invalid> {
         stream,
         include_usage: false,
         prompt_tokens: estimate_tokens(chars),
+        max_tokens: Some(max_tokens),
     })
 }
 

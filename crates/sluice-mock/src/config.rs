@@ -91,6 +91,19 @@ pub struct MockConfig {
     /// Model name echoed in responses when the request names none; listed by /v1/models.
     #[arg(long, default_value = "mock-1")]
     pub model_name: String,
+
+    /// Requests per minute the mock admits, like a provider's RPM limit: a token bucket of one
+    /// minute's worth, refilled continuously, shared by both endpoints. Beyond it: 429
+    /// `rate_limit_exceeded` (`requests`) / `rate_limit_error` with the wait as `retry-after`
+    /// and `retry-after-ms`. Absent: unlimited.
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<f64>,
+
+    /// Tokens per minute the mock admits, like a provider's TPM limit; a request costs its
+    /// prompt estimate (characters / 4) plus its `max_tokens` (`max_completion_tokens` first;
+    /// absent: `--chunks`). Absent: unlimited.
+    #[arg(long, value_name = "N")]
+    pub tpm: Option<f64>,
 }
 
 impl Default for MockConfig {
@@ -114,6 +127,8 @@ impl Default for MockConfig {
             p_inband: 0.0,
             retry_after: None,
             model_name: "mock-1".to_owned(),
+            rpm: None,
+            tpm: None,
         }
     }
 }
@@ -136,8 +151,9 @@ impl MockConfig {
         ]
     }
 
-    /// Checks that every probability is within `0..=1`, that they sum to at most 1, and that
-    /// `model_name` is not empty. Returns every problem found, joined by "; ".
+    /// Checks that every probability is within `0..=1`, that they sum to at most 1, that
+    /// `model_name` is not empty and that `rpm` / `tpm`, when set, are positive and finite.
+    /// Returns every problem found, joined by "; ".
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         let mut sum = 0.0;
@@ -156,6 +172,13 @@ impl MockConfig {
         }
         if self.model_name.is_empty() {
             problems.push("model_name must not be empty".to_owned());
+        }
+        for (name, limit) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+            if let Some(limit) = limit
+                && !(limit.is_finite() && limit > 0.0)
+            {
+                problems.push(format!("{name} must be a positive number, got {limit}"));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -215,6 +238,10 @@ mod tests {
             "1500ms",
             "--model-name",
             "m",
+            "--rpm",
+            "600",
+            "--tpm",
+            "1.5e4",
         ])
         .unwrap();
         let c = cli.mock;
@@ -227,6 +254,8 @@ mod tests {
         assert_eq!(c.p_inband, 0.5);
         assert_eq!(c.retry_after, Some(Duration::from_millis(1500)));
         assert_eq!(c.model_name, "m");
+        assert_eq!(c.rpm, Some(600.0));
+        assert_eq!(c.tpm, Some(15_000.0));
         assert!(Cli::try_parse_from(["mock", "--ttft", "soon"]).is_err());
     }
 
@@ -268,5 +297,23 @@ mod tests {
             ..MockConfig::default()
         };
         assert!(nan.validate().is_err());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let c = MockConfig {
+                rpm: Some(bad),
+                ..MockConfig::default()
+            };
+            assert!(c.validate().unwrap_err().contains("rpm must be"), "{bad}");
+            let c = MockConfig {
+                tpm: Some(bad),
+                ..MockConfig::default()
+            };
+            assert!(c.validate().unwrap_err().contains("tpm must be"), "{bad}");
+        }
+        let limited = MockConfig {
+            rpm: Some(0.5),
+            tpm: Some(100.0),
+            ..MockConfig::default()
+        };
+        assert!(limited.validate().is_ok());
     }
 }

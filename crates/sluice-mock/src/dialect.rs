@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http::HeaderName;
 
 use crate::anthropic::{self, Message};
+use crate::limits::Rejection;
 use crate::script::Step;
 use crate::stats::Api;
 use crate::wire::{
@@ -85,6 +86,14 @@ impl Dialect {
         match self {
             Dialect::OpenAi => wire::error_parts(step, cx),
             Dialect::Anthropic => anthropic::error_parts(step, cx),
+        }
+    }
+
+    /// The body of a `--rpm` / `--tpm` rejection (status 429).
+    pub(crate) fn limit_body(self, rejection: &Rejection, model: &str) -> Bytes {
+        match self {
+            Dialect::OpenAi => wire::limit_error(rejection, model),
+            Dialect::Anthropic => anthropic::limit_error(rejection),
         }
     }
 

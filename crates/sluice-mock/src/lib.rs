@@ -8,9 +8,11 @@
 //!   [`MockServer::base_url`] is the OpenAI `base_url` to point a client at (an Anthropic
 //!   client takes `http://{addr}`, see [`MockServer::addr`]).
 //! - [`MockConfig`] — chunk count, first-token delay, chunk gap, context window, random fault
-//!   probabilities and their seed. It is also the `sluice mock` command line (`clap::Args`).
+//!   probabilities and their seed, rate limits (`rpm`, `tpm`). It is also the `sluice mock`
+//!   command line (`clap::Args`).
 //! - [`MockStats`] — counters (`requests`, `ok`, `in_flight`, `cancelled`, `by_outcome`,
-//!   `by_api`), read with [`MockServer::stats`] or `GET /stats`.
+//!   `by_api`, `rate_limited`, `tokens_admitted`), read with [`MockServer::stats`] or
+//!   `GET /stats`.
 //! - [`mock_text`] / [`chunk_text`] — the exact content every successful answer carries, so
 //!   tests can assert that a streamed answer arrived whole, in order and exactly once.
 //! - [`TOOL_ARGUMENTS`] / [`tool_fragments`] — the arguments of every `tool` step answer and
@@ -48,8 +50,9 @@
 //!   per [`chunk_text`], `content_block_stop`, `message_delta`, `message_stop`, each as
 //!   `event: NAME\ndata: JSON\n\n` flushed on its own. Responses carry
 //!   `request-id: req_mock_<n>`.
-//! - `GET /v1/models`, `GET /stats`, `POST /stats/reset` (zeroes counters, scenario counters
-//!   and re-seeds the random draw). Anything else is a 404 in OpenAI's error format.
+//! - `GET /v1/models`, `GET /stats`, `POST /stats/reset` (zeroes counters, scenario counters,
+//!   re-seeds the random draw and refills the rate-limit buckets). Anything else is a 404 in
+//!   OpenAI's error format.
 //!
 //! Both completion endpoints run on one fault engine: the same scripts, scenario counters,
 //! random draw and [`MockStats`] (`by_api` splits the requests per endpoint); only the wire
@@ -94,6 +97,43 @@
 //! endpoint), rendered in the request's dialect. A `context_limit` turns oversized prompts
 //! (characters / 4) into the dialect's 400 context error.
 //!
+//! # Rate limits
+//!
+//! With [`MockConfig::rpm`] and/or [`MockConfig::tpm`] (`--rpm`, `--tpm`) the mock enforces a
+//! provider's limits itself, on both endpoints together: one token bucket per limited axis,
+//! holding one minute's worth, refilled continuously (on the tokio clock, so paused-time tests
+//! control it), starting full. A request asks for 1 request and `prompt estimate + max_tokens`
+//! tokens — how OpenAI counts TPM at admission — where the prompt estimate is the characters /
+//! 4 above and `max_tokens` is OpenAI's `max_completion_tokens` (else `max_tokens`),
+//! Anthropic's `max_tokens`, or, when absent, the answer's chunk count. It is admitted only
+//! when every limited bucket holds enough; then both are debited and the cost is added to
+//! [`MockStats::tokens_admitted`]. Otherwise nothing is debited and the answer is a 429:
+//!
+//! | | OpenAI | Anthropic |
+//! |---|---|---|
+//! | body | `type` `requests` or `tokens`, `code` `rate_limit_exceeded`, "Rate limit reached for M in organization org-sluice-mock on tokens per min (TPM): Limit L, Used U, Requested R. Please try again in 644ms. Visit ..." | `rate_limit_error`, "This request would exceed the rate limit for your organization (org-sluice-mock) of 60,000 tokens per minute. ..." |
+//! | hint | `retry-after` (seconds, rounded up) and `retry-after-ms`: the time until every bucket holds what the request asks for | the same |
+//!
+//! The error names the axis that needs the longer wait. A request asking for more tokens than
+//! the whole token bucket gets OpenAI's "Request too large ... on tokens per min (TPM): Limit
+//! L, Requested R. ..." (Anthropic: `rate_limit_error`) and no hint, since waiting cannot help.
+//! A rejection is counted as outcome `429_limit` and in [`MockStats::rate_limited`], apart
+//! from scripted and random `429`s.
+//!
+//! Every answer of a mock with limits — success, fault or 429 — carries the bucket state
+//! after the request: OpenAI `x-ratelimit-limit-requests`, `-remaining-requests`,
+//! `-reset-requests` and the same for `-tokens` (limits and remaining as integers, remaining
+//! rounded down; reset = time until the bucket is full again as a Go duration, `1.2s`,
+//! `6m0s`); Anthropic `anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` and the same
+//! for `tokens` (reset as an RFC 3339 time, rounded up to the second). Only limited axes get
+//! headers.
+//!
+//! Limits apply before the random fault draw (an admitted request may still draw a fault; a
+//! rejected one draws nothing). A request carrying `x-sluice-mock-fault` bypasses them — it is
+//! neither checked nor debited, though it reports the buckets — so scripted tests stay
+//! deterministic whatever the limits; a scripted Anthropic `429` keeps its own
+//! `anthropic-ratelimit-requests-*` headers.
+//!
 //! # Tool calls
 //!
 //! The `tool[:NAME]` step answers with one call to NAME (default `get_weather`, letters,
@@ -116,6 +156,7 @@
 mod anthropic;
 mod config;
 mod dialect;
+mod limits;
 mod script;
 mod server;
 mod stats;

@@ -44,6 +44,7 @@ use tracing::{debug, info, warn};
 use crate::anthropic::{self, RATE_LIMIT_REQUESTS, VERSION_HEADER};
 use crate::config::MockConfig;
 use crate::dialect::{Dialect, Render};
+use crate::limits::{Limits, Rejection, Snapshot, floor_u64, go_duration};
 use crate::script::{DEFAULT_TOOL, Script, SplitMix64, Step, random_step};
 use crate::stats::{InFlight, MockStats, Outcome, Stats};
 use crate::wire::{ChatRequest, ErrorContext, Invalid, Kind, openai_error};
@@ -63,10 +64,38 @@ static RATELIMIT_REMAINING: HeaderName =
     HeaderName::from_static("anthropic-ratelimit-requests-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("anthropic-ratelimit-requests-reset");
 
+/// `--rpm` / `--tpm` headers per axis (requests, tokens): (limit, remaining, reset).
+static OPENAI_LIMIT_HEADERS: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+static ANTHROPIC_LIMIT_HEADERS: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+    ],
+    [
+        HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+    ],
+];
+
 /// State shared by every connection of one server.
 struct Shared {
     config: MockConfig,
     random_faults: bool,
+    /// The `--rpm` / `--tpm` buckets, shared by both endpoints; `None`: unlimited.
+    limits: Option<Limits>,
     stats: Arc<Stats>,
     rng: SplitMix64,
     /// Next step index per "scenario\nscript" (header values cannot contain a newline).
@@ -89,6 +118,9 @@ impl Shared {
         self.scenarios.lock().clear();
         self.stats.reset();
         self.rng.reseed(self.config.seed);
+        if let Some(limits) = &self.limits {
+            limits.refill_all();
+        }
     }
 
     async fn wait_shutdown(&self) {
@@ -134,6 +166,7 @@ impl MockServer {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             random_faults: config.has_random_faults(),
+            limits: Limits::new(config.rpm, config.tpm),
             rng: SplitMix64::new(config.seed),
             config,
             stats: Arc::new(Stats::default()),
@@ -322,16 +355,29 @@ fn format_ms(d: Duration) -> String {
 /// Answers a request that never reaches the fault engine (bad body, bad script, ...).
 fn reject(
     shared: &Shared,
-    mut guard: InFlight,
+    guard: InFlight,
     dialect: Dialect,
     n: u64,
     outcome: Outcome,
     status: StatusCode,
     body: Bytes,
 ) -> Response<Body> {
+    let resp = json_response(status, body);
+    reject_response(shared, guard, dialect, n, outcome, resp)
+}
+
+/// [`reject`] with a ready response.
+fn reject_response(
+    shared: &Shared,
+    mut guard: InFlight,
+    dialect: Dialect,
+    n: u64,
+    outcome: Outcome,
+    resp: Response<Body>,
+) -> Response<Body> {
     guard.finish();
     shared.stats.record(outcome);
-    with_request_id(json_response(status, body), dialect, n)
+    with_request_id(resp, dialect, n)
 }
 
 /// `POST /v1/chat/completions` and `POST /v1/messages`: validation, the fault step and the
@@ -440,6 +486,38 @@ async fn complete(
         }
     };
 
+    // Limits come before the fault draw, as at a real provider; a scripted request bypasses
+    // them (neither checked nor debited) so scripts stay deterministic, but still reports them.
+    let limits = match (&shared.limits, &script) {
+        (None, _) => None,
+        (Some(limits), Some(_)) => Some(limits.peek()),
+        (Some(limits), None) => {
+            let cost =
+                request.prompt_tokens + request.max_tokens.unwrap_or(shared.config.chunks as u64);
+            match limits.admit(cost) {
+                Ok(snapshot) => {
+                    shared.stats.admitted(cost);
+                    Some(snapshot)
+                }
+                Err(rejection) => {
+                    let model = request
+                        .model
+                        .as_deref()
+                        .unwrap_or(&shared.config.model_name);
+                    let resp = limit_response(dialect, &rejection, model);
+                    return reject_response(
+                        &shared,
+                        guard,
+                        dialect,
+                        n,
+                        Outcome::LimitRejected,
+                        resp,
+                    );
+                }
+            }
+        }
+    };
+
     let step = match script {
         Some((text, script)) => {
             let scenario = parts
@@ -453,8 +531,61 @@ async fn complete(
         None => Step::Ok,
     };
 
-    let resp = answer(&shared, &abort, guard, dialect, n, &request, step).await;
+    let mut resp = answer(&shared, &abort, guard, dialect, n, &request, step).await;
+    if let Some(snapshot) = &limits {
+        limit_headers(&mut resp, dialect, snapshot);
+    }
     with_request_id(resp, dialect, n)
+}
+
+/// The 429 of a request the limits rejected: the dialect's body, `retry-after` (seconds,
+/// rounded up) and `retry-after-ms` (none for a request that can never fit), and the
+/// rate-limit headers of both axes.
+fn limit_response(dialect: Dialect, rejection: &Rejection, model: &str) -> Response<Body> {
+    let body = dialect.limit_body(rejection, model);
+    let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, body);
+    if let Some(wait) = rejection.retry_after {
+        let wait = wait.max(Duration::from_millis(1));
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let headers = resp.headers_mut();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        if let Ok(v) = HeaderValue::try_from(format_ms(wait)) {
+            headers.insert(RETRY_AFTER_MS.clone(), v);
+        }
+    }
+    limit_headers(&mut resp, dialect, &rejection.snapshot);
+    resp
+}
+
+/// Adds the rate-limit headers of every limited axis: OpenAI `x-ratelimit-limit-*`,
+/// `-remaining-*` (integers, remaining rounded down) and `-reset-*` (Go duration until the
+/// bucket is full); Anthropic `anthropic-ratelimit-*-limit`, `-remaining` and `-reset`
+/// (RFC 3339, rounded up to the second). Headers already set (a scripted Anthropic 429's) win.
+fn limit_headers(resp: &mut Response<Body>, dialect: Dialect, snapshot: &Snapshot) {
+    let names = match dialect {
+        Dialect::OpenAi => &OPENAI_LIMIT_HEADERS,
+        Dialect::Anthropic => &ANTHROPIC_LIMIT_HEADERS,
+    };
+    let headers = resp.headers_mut();
+    for (state, [limit, remaining, reset]) in
+        [snapshot.requests, snapshot.tokens].into_iter().zip(names)
+    {
+        let Some(state) = state else { continue };
+        let reset_value = match dialect {
+            Dialect::OpenAi => go_duration(state.reset),
+            Dialect::Anthropic => anthropic::reset_timestamp(state.reset),
+        };
+        let values = [
+            (limit, HeaderValue::from(state.limit.round() as u64)),
+            (remaining, HeaderValue::from(floor_u64(state.remaining))),
+        ];
+        for (name, value) in values {
+            headers.entry(name.clone()).or_insert(value);
+        }
+        if let Ok(v) = HeaderValue::try_from(reset_value) {
+            headers.entry(reset.clone()).or_insert(v);
+        }
+    }
 }
 
 /// Produces the response for one validated request and its fault step.

@@ -23,13 +23,22 @@ pub struct MockStats {
     pub in_flight: u64,
     /// Requests whose client went away before the response was finished.
     pub cancelled: u64,
-    /// Requests per outcome name (`ok`, `429`, `quota`, `reset`, `cut`, `stall`, `inband`,
-    /// `context`, `invalid_request`, `bad_script`, `tool`, ...); only non-zero entries.
+    /// Requests per outcome name (`ok`, `429` (scripted or random), `429_limit` (rejected by
+    /// `--rpm` / `--tpm`), `quota`, `reset`, `cut`, `stall`, `inband`, `context`,
+    /// `invalid_request`, `bad_script`, `tool`, ...); only non-zero entries.
     pub by_outcome: BTreeMap<String, u64>,
     /// Requests per API dialect (`openai` for `/v1/chat/completions`, `anthropic` for
     /// `/v1/messages`); only non-zero entries.
     #[serde(default)]
     pub by_api: BTreeMap<String, u64>,
+    /// Requests rejected by the `--rpm` / `--tpm` limits (429, outcome `429_limit`); scripted
+    /// and random 429s are not counted here.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// The token cost (prompt estimate + `max_tokens`) summed over the requests the limits
+    /// admitted; zero without limits. Its rate is the goodput in tokens per minute.
+    #[serde(default)]
+    pub tokens_admitted: u64,
 }
 
 /// The wire dialect a request was made in, for [`MockStats::by_api`].
@@ -73,10 +82,11 @@ pub(crate) enum Outcome {
     InvalidRequest,
     BadScript,
     Tool,
+    LimitRejected,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 20] = [
+    const ALL: [Outcome; 21] = [
         Outcome::Ok,
         Outcome::RateLimited,
         Outcome::Quota,
@@ -97,6 +107,7 @@ impl Outcome {
         Outcome::InvalidRequest,
         Outcome::BadScript,
         Outcome::Tool,
+        Outcome::LimitRejected,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -121,6 +132,7 @@ impl Outcome {
             Outcome::InvalidRequest => "invalid_request",
             Outcome::BadScript => "bad_script",
             Outcome::Tool => "tool",
+            Outcome::LimitRejected => "429_limit",
         }
     }
 }
@@ -134,6 +146,7 @@ pub(crate) struct Stats {
     cancelled: AtomicU64,
     by_outcome: [AtomicU64; Outcome::ALL.len()],
     by_api: [AtomicU64; Api::ALL.len()],
+    tokens_admitted: AtomicU64,
 }
 
 impl Stats {
@@ -149,11 +162,17 @@ impl Stats {
         self.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds the token cost of a request the limits admitted.
+    pub(crate) fn admitted(&self, tokens: u64) {
+        self.tokens_admitted.fetch_add(tokens, Ordering::Relaxed);
+    }
+
     /// Zeroes every counter except the `in_flight` gauge (live guards still decrement it).
     pub(crate) fn reset(&self) {
         self.requests.store(0, Ordering::Relaxed);
         self.ok.store(0, Ordering::Relaxed);
         self.cancelled.store(0, Ordering::Relaxed);
+        self.tokens_admitted.store(0, Ordering::Relaxed);
         for c in self.by_outcome.iter().chain(&self.by_api) {
             c.store(0, Ordering::Relaxed);
         }
@@ -181,6 +200,8 @@ impl Stats {
             cancelled: self.cancelled.load(Ordering::Relaxed),
             by_outcome,
             by_api,
+            rate_limited: self.by_outcome[Outcome::LimitRejected as usize].load(Ordering::Relaxed),
+            tokens_admitted: self.tokens_admitted.load(Ordering::Relaxed),
         }
     }
 }
@@ -245,15 +266,21 @@ mod tests {
         stats.record(Outcome::Ok);
         stats.record(Outcome::RateLimited);
         stats.record(Outcome::Tool);
+        stats.record(Outcome::LimitRejected);
+        stats.admitted(57);
+        stats.admitted(3);
         let s = stats.snapshot();
         assert_eq!(s.in_flight, 0);
         assert_eq!(s.cancelled, 1);
         assert_eq!(s.ok, 2);
         assert_eq!(s.requests, 3);
+        assert_eq!(s.rate_limited, 1);
+        assert_eq!(s.tokens_admitted, 60);
         assert_eq!(
             s.by_outcome,
             BTreeMap::from([
                 ("429".to_owned(), 1),
+                ("429_limit".to_owned(), 1),
                 ("ok".to_owned(), 1),
                 ("tool".to_owned(), 1)
             ])

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::limits::{Axis, Rejection};
 use crate::script::Step;
 
 const WORDS: [&str; 16] = [
@@ -89,6 +90,9 @@ pub(crate) struct ChatRequest {
     pub(crate) include_usage: bool,
     /// Estimated prompt tokens: characters of all message text / 4, rounded up, at least 1.
     pub(crate) prompt_tokens: u64,
+    /// The output limit asked for (OpenAI: `max_completion_tokens`, else `max_tokens`;
+    /// Anthropic: `max_tokens`), if any.
+    pub(crate) max_tokens: Option<u64>,
 }
 
 /// A 400 `invalid_request_error`.
@@ -234,11 +238,16 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Invalid> {
             matches!(opts.get("include_usage"), Some(Value::Bool(true)))
         }
     };
+    // Lenient: a value that is not a non-negative integer counts as absent.
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|key| obj.get(*key).and_then(Value::as_u64));
     Ok(ChatRequest {
         model,
         stream,
         include_usage,
         prompt_tokens: estimate_tokens(chars),
+        max_tokens,
     })
 }
 
@@ -589,6 +598,35 @@ pub(crate) fn error_parts(step: &Step, cx: &ErrorContext<'_>) -> (u16, Bytes) {
             ),
         ),
     }
+}
+
+/// The OpenAI 429 of a `--rpm` / `--tpm` rejection: `type` `requests` or `tokens`, `code`
+/// `rate_limit_exceeded`, and the message shape of §1.4 ("Rate limit reached for M in
+/// organization O on tokens per min (TPM): Limit L, Used U, Requested R. Please try again in
+/// 644ms. ..."), or "Request too large ..." when the request can never fit.
+pub(crate) fn limit_error(rejection: &Rejection, model: &str) -> Bytes {
+    let (error_type, per_min) = match rejection.axis {
+        Axis::Requests => ("requests", "requests per min (RPM)"),
+        Axis::Tokens => ("tokens", "tokens per min (TPM)"),
+    };
+    let limit = rejection.limit.round() as u64;
+    let requested = rejection.requested.round() as u64;
+    let message = match rejection.retry_after {
+        Some(wait) => format!(
+            "Rate limit reached for {model} in organization org-sluice-mock on {per_min}: Limit \
+             {limit}, Used {}, Requested {requested}. Please try again in {}. Visit \
+             https://platform.openai.com/account/rate-limits to learn more.",
+            rejection.used.ceil().max(0.0) as u64,
+            format_hint(wait.max(Duration::from_millis(1)))
+        ),
+        None => format!(
+            "Request too large for {model} in organization org-sluice-mock on {per_min}: Limit \
+             {limit}, Requested {requested}. The input or output tokens must be reduced in order \
+             to run successfully. Visit https://platform.openai.com/account/rate-limits to learn \
+             more."
+        ),
+    };
+    openai_error(&message, error_type, None, Some("rate_limit_exceeded"))
 }
 
 /// The stream terminator.

@@ -1,14 +1,14 @@
 //! [`Client`]: the library entry point, and how a request's model resolves to a chain of
 //! [`Target`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sluice_core::{
-    BreakerConfig, BudgetConfig, NoopObserver, Observer, PolicyError, RandomSource, RetryPolicy,
-    SplitMix64,
+    BreakerConfig, BudgetConfig, ContextPolicy, NoopObserver, Observer, PolicyError, RandomSource,
+    RetryPolicy, SplitMix64,
 };
 use sluice_providers::{
     ApiKey, ChatRequest, ChatResponse, Endpoint, HttpClientError, OpenAiAdapter, build_http_client,
@@ -16,6 +16,7 @@ use sluice_providers::{
 
 use crate::executor::{self, Answer, CallOptions, Mode};
 use crate::health::{HealthRegistry, TargetStatus};
+use crate::limiter::{Limiter, LimiterConfig, Limits};
 use crate::{ChatStream, Error};
 
 /// One place a request can go: a provider endpoint and the model name it is sent with.
@@ -78,6 +79,8 @@ pub struct Route {
     pub policy: Arc<RetryPolicy>,
     /// Whether a `content_policy` failure moves on to the next target.
     pub fallback_on_content_policy: bool,
+    /// What to do when a prompt does not fit a target's context window.
+    pub context: Arc<ContextPolicy>,
 }
 
 /// The client could not be built.
@@ -134,6 +137,12 @@ pub struct ClientBuilder {
     provider_breaker: HashMap<Arc<str>, BreakerConfig>,
     provider_budget: HashMap<Arc<str>, BudgetConfig>,
     context_windows: HashMap<String, u32>,
+    context: ContextPolicy,
+    route_context: HashMap<String, ContextPolicy>,
+    limiter: Option<Limiter>,
+    limits: HashMap<String, Limits>,
+    provider_wide_limits: HashSet<String>,
+    expected_output_tokens: u32,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -161,7 +170,56 @@ impl ClientBuilder {
             provider_breaker: HashMap::new(),
             provider_budget: HashMap::new(),
             context_windows: HashMap::new(),
+            context: ContextPolicy::default(),
+            route_context: HashMap::new(),
+            limiter: None,
+            limits: HashMap::new(),
+            provider_wide_limits: HashSet::new(),
+            expected_output_tokens: Self::DEFAULT_EXPECTED_OUTPUT_TOKENS,
         }
+    }
+
+    /// Output tokens the rate limiter reserves for a request that sets no `max_tokens`.
+    pub const DEFAULT_EXPECTED_OUTPUT_TOKENS: u32 = 256;
+
+    /// The context guard's policy for routes without their own.
+    pub fn context_policy(mut self, policy: ContextPolicy) -> Self {
+        self.context = policy;
+        self
+    }
+
+    /// The context guard's policy for route `name`.
+    pub fn route_context_policy(mut self, name: &str, policy: ContextPolicy) -> Self {
+        self.route_context.insert(name.to_owned(), policy);
+        self
+    }
+
+    /// The proactive rate limiter (its store decides local or shared buckets). Default: a
+    /// local limiter, which only acts on limits set with [`ClientBuilder::limits`] or learned
+    /// from provider headers.
+    pub fn limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Requests/min and tokens/min for `key`: a target `provider/model`, or a provider name
+    /// (then per target of that provider, or one shared pair with
+    /// [`ClientBuilder::provider_wide_limits`]). A target's own entry wins over its provider's.
+    pub fn limits(mut self, key: &str, limits: Limits) -> Self {
+        self.limits.insert(key.to_owned(), limits);
+        self
+    }
+
+    /// One bucket pair for all of provider `name`'s targets instead of one per target.
+    pub fn provider_wide_limits(mut self, name: &str) -> Self {
+        self.provider_wide_limits.insert(name.to_owned());
+        self
+    }
+
+    /// Output tokens the limiter reserves when a request sets no `max_tokens`.
+    pub fn expected_output_tokens(mut self, tokens: u32) -> Self {
+        self.expected_output_tokens = tokens;
+        self
     }
 
     /// Circuit breaker settings for every target (a provider may override them).
@@ -353,12 +411,19 @@ impl ClientBuilder {
                 }
                 None => default_policy.clone(),
             };
+            let context = Arc::new(
+                self.route_context
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(self.context),
+            );
             routes.insert(
                 name,
                 Route {
                     targets: resolved,
                     policy,
                     fallback_on_content_policy,
+                    context,
                 },
             );
         }
@@ -385,6 +450,13 @@ impl ClientBuilder {
                     self.provider_budget,
                 ),
                 context_windows: self.context_windows,
+                default_context: Arc::new(self.context),
+                limiter: self
+                    .limiter
+                    .unwrap_or_else(|| Limiter::local(LimiterConfig::default())),
+                limits: self.limits,
+                provider_wide_limits: self.provider_wide_limits,
+                expected_output_tokens: self.expected_output_tokens,
             }),
         })
     }
@@ -400,6 +472,11 @@ pub(crate) struct Inner {
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) health: HealthRegistry,
     context_windows: HashMap<String, u32>,
+    default_context: Arc<ContextPolicy>,
+    pub(crate) limiter: Limiter,
+    limits: HashMap<String, Limits>,
+    provider_wide_limits: HashSet<String>,
+    pub(crate) expected_output_tokens: u32,
 }
 
 /// A resilient LLM client. Cheap to clone; clones share the connection pool and jitter source.
@@ -477,6 +554,7 @@ impl Client {
             }],
             policy: inner.default_policy.clone(),
             fallback_on_content_policy: false,
+            context: inner.default_context.clone(),
         };
         if let Some((provider, rest)) = model.split_once('/') {
             if let Some(endpoint) = inner.endpoints.get(provider) {
@@ -491,6 +569,32 @@ impl Client {
                 model: model.to_owned(),
             }),
         }
+    }
+
+    /// The rate-limit bucket key and configured limits of `target`.
+    pub fn limit_for(&self, target: &Target) -> (Arc<str>, Limits) {
+        let inner = &self.inner;
+        let provider = target.endpoint().name.as_ref();
+        let wide = inner.provider_wide_limits.contains(provider);
+        if let Some(limits) = inner.limits.get(target.name().as_ref()) {
+            return (target.name().clone(), *limits);
+        }
+        let key: Arc<str> = if wide {
+            target.endpoint().name.clone()
+        } else {
+            target.name().clone()
+        };
+        let limits = inner
+            .limits
+            .get(provider)
+            .copied()
+            .unwrap_or(Limits::UNLIMITED);
+        (key, limits)
+    }
+
+    /// The proactive rate limiter (levels and learned limits, for status pages).
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
     }
 
     /// Health of every target used so far: breaker state, retry budget, rate-limit park.

@@ -19,15 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sluice_core::{
-    CallEvent, Deadline, ErrorClass, FallbackRule, GiveUpReason, RetryDecision, RetryPolicy,
+    CallEvent, Deadline, ErrorClass, FallbackRule, GiveUpReason, OnOverflow, RateLimitSnapshot,
+    RetryDecision, RetryPolicy,
 };
 use sluice_providers::{ChatRequest, ChatResponse, StreamEvent, UpstreamError, transport_error};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client::{Client, Route, Target};
+use crate::context::{self, TruncationInfo, Verdict};
 use crate::error::{AttemptRecord, CallFailure, Error};
 use crate::health::{AttemptGuard, Availability, TargetHealth};
+use crate::limiter::{Ask, LimitError, Reservation};
 use crate::stream::{ChatStream, Committed, EventReader, ReadError};
 
 /// Whether the caller wants the whole answer or a stream.
@@ -48,8 +51,11 @@ pub struct CallInfo {
     pub elapsed: Duration,
     /// Time spent in upstream attempts up to the commit point (sending, waiting, reading).
     pub upstream_wait: Duration,
-    /// Time spent sleeping on purpose: backoff, parks, waiting for a breaker to half-open.
+    /// Time spent waiting on purpose: backoff, parks, rate-limiter queues, waiting for a
+    /// breaker to half-open.
     pub backoff_wait: Duration,
+    /// What the context guard dropped to make the prompt fit, if anything.
+    pub truncation: Option<TruncationInfo>,
 }
 
 /// A committed answer.
@@ -141,6 +147,17 @@ struct TargetFailure {
     reason: GiveUpReason,
 }
 
+/// What one attempt sends and reports.
+struct AttemptSetup<'a> {
+    target: &'a Target,
+    req: &'a ChatRequest,
+    /// Attempts so far across the call, this one included.
+    total_attempts: u32,
+    health: &'a Arc<parking_lot::Mutex<TargetHealth>>,
+    limit_key: &'a str,
+    truncation: Option<TruncationInfo>,
+}
+
 /// How a target's turn in the chain ended without an answer.
 enum TargetOutcome {
     /// Attempts were made and failed.
@@ -163,19 +180,20 @@ impl Call<'_> {
             let mut earliest: Option<Duration> = None;
             let mut previous: Option<&Target> = None;
             let mut overflowed_window: Option<Option<u32>> = None;
-            for target in &self.route.targets {
+            for (index, target) in self.route.targets.iter().enumerate() {
                 if let (Some(prev), Some(f)) = (previous, &failure) {
                     if !self.may_fall_back(f.last.class) || self.deadline.is_expired(Instant::now())
                     {
                         return Err(self.fail(failure, records, tried));
                     }
                     if f.last.class == ErrorClass::ContextLength {
-                        overflowed_window.get_or_insert(prev.context_window());
+                        overflowed_window
+                            .get_or_insert(context::window_of(prev, &self.route.context));
                     }
                 }
                 if let Some(window) = overflowed_window {
                     // Only a strictly larger, known window can take a prompt that overflowed.
-                    let larger = match (window, target.context_window()) {
+                    let larger = match (window, context::window_of(target, &self.route.context)) {
                         (Some(w), Some(t)) => t > w,
                         _ => false,
                     };
@@ -191,7 +209,49 @@ impl Call<'_> {
                         to: target.name().clone(),
                     });
                 }
-                match self.run_target(target, &req, &mut records).await {
+                let ctx = &self.route.context;
+                let prompt = context::count_prompt(target.model(), &req).await;
+                let window = context::window_of(target, ctx);
+                let larger_later = self.route.targets[index + 1..].iter().any(
+                    |t| matches!((window, context::window_of(t, ctx)), (Some(w), Some(l)) if l > w),
+                );
+                let (to_send, truncation) =
+                    match context::guard(target, &req, prompt, ctx, larger_later, None).await {
+                        Verdict::Send(None) => (std::borrow::Cow::Borrowed(&req), None),
+                        Verdict::Send(Some((truncated, info))) => {
+                            (std::borrow::Cow::Owned(truncated), Some(info))
+                        }
+                        Verdict::Larger => {
+                            self.skip(target, "context_fallback");
+                            overflowed_window = Some(window);
+                            failure.get_or_insert(TargetFailure {
+                                last: UpstreamError::new(
+                                    ErrorClass::ContextLength,
+                                    format!(
+                                        "the prompt ({prompt} tokens) does not fit {}",
+                                        target.name()
+                                    ),
+                                ),
+                                reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
+                            });
+                            previous = Some(target);
+                            continue;
+                        }
+                        Verdict::Fail(err) => {
+                            tracing::warn!(upstream = %target.name(), "{}", err.message);
+                            failure = Some(TargetFailure {
+                                last: err,
+                                reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
+                            });
+                            previous = Some(target);
+                            continue;
+                        }
+                    };
+                let prompt = truncation.map_or(prompt, |t| t.tokens_after);
+                match self
+                    .run_target(target, &to_send, prompt, truncation, &mut records)
+                    .await
+                {
                     Ok(answer) => return Ok(answer),
                     Err(TargetOutcome::Failed(f)) => {
                         tried += 1;
@@ -295,14 +355,18 @@ impl Call<'_> {
         &self,
         target: &Target,
         req: &ChatRequest,
+        mut prompt: usize,
+        mut truncation: Option<TruncationInfo>,
         records: &mut Vec<AttemptRecord>,
     ) -> Result<Answer, TargetOutcome> {
         let policy: &RetryPolicy = &self.route.policy;
         let max_attempts = policy.max_retries + 1;
         let health = self.client.inner.health.get(target);
+        let (limit_key, limits) = self.client.limit_for(target);
         let mut upstream_req = req.clone();
         upstream_req.model = target.model().to_owned();
         let mut retries = 0u32;
+        let mut context_retried = false;
         loop {
             let attempt_no = retries + 1;
             let probe = match self.admit(target, &health).await {
@@ -327,17 +391,77 @@ impl Call<'_> {
             if retries == 0 {
                 health.lock().budget.record_request(Instant::now());
             }
+            let guard = AttemptGuard::new(health.clone(), probe);
+            // Proactive limit: reserve this attempt's request and estimated tokens before
+            // sending, so an admitted stream can never take the target over its limit.
+            let output = upstream_req
+                .max_completion_tokens
+                .or(upstream_req.max_tokens)
+                .unwrap_or(u64::from(self.client.inner.expected_output_tokens));
+            let ask = Ask {
+                requests: 1.0,
+                tokens: prompt as f64 + output as f64,
+            };
+            let queued = Instant::now();
+            let reserved = self
+                .client
+                .inner
+                .limiter
+                .reserve(&limit_key, &limits, ask, self.deadline.at())
+                .await;
+            Waits::add(&self.waits.backoff_nanos, queued.elapsed());
+            let mut reservation = match reserved {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    drop(guard);
+                    let (class, reason) = match &e {
+                        LimitError::TooLarge { .. } => (
+                            ErrorClass::QuotaExhausted,
+                            GiveUpReason::NotRetryable(ErrorClass::QuotaExhausted),
+                        ),
+                        _ => (
+                            ErrorClass::RateLimited,
+                            GiveUpReason::LimitExceeded {
+                                wait: e.retry_after().unwrap_or_default(),
+                            },
+                        ),
+                    };
+                    tracing::warn!(upstream = %target.name(), reason = e.metric_label(), "rate limiter refused: {e}");
+                    self.observe(CallEvent::LimiterRejected {
+                        target: target.name().clone(),
+                        reason: e.metric_label(),
+                    });
+                    let last = UpstreamError::new(class, e.to_string());
+                    return Err(TargetOutcome::Failed(TargetFailure { last, reason }));
+                }
+            };
+            let waited = queued.elapsed();
+            if !waited.is_zero() {
+                self.observe(CallEvent::LimiterWaited {
+                    target: target.name().clone(),
+                    wait: waited,
+                });
+            }
             self.observe(CallEvent::AttemptStarted {
                 target: target.name().clone(),
                 attempt: attempt_no,
             });
-            let guard = AttemptGuard::new(health.clone(), probe);
             let total_attempts = records.len() as u32 + 1;
             let span =
                 tracing::info_span!("attempt", upstream = %target.name(), attempt = attempt_no);
             let attempt_started = Instant::now();
             let outcome = self
-                .attempt(target, &upstream_req, total_attempts, &health)
+                .attempt(
+                    AttemptSetup {
+                        target,
+                        req: &upstream_req,
+                        total_attempts,
+                        health: &health,
+                        limit_key: &limit_key,
+                        truncation,
+                    },
+                    &mut reservation,
+                )
                 .instrument(span)
                 .await;
             Waits::add(&self.waits.upstream_nanos, attempt_started.elapsed());
@@ -349,6 +473,10 @@ impl Call<'_> {
                 }
                 Err(err) => err,
             };
+            // A failed attempt consumed no tokens; the provider still counted the request.
+            if let Some(r) = reservation.take() {
+                r.refund().await;
+            }
             let now = Instant::now();
             let transition = guard.failure(err.class, now);
             self.transition(target, transition);
@@ -363,6 +491,63 @@ impl Call<'_> {
                 class: err.class,
                 status: err.status,
             });
+            // The provider says the prompt is too long although the guard let it through (an
+            // unknown window, or a tokenizer estimate): truncate to the window it names and try
+            // once more, unless the route asked for errors only.
+            if err.class == ErrorClass::ContextLength
+                && !context_retried
+                && self.route.context.on_overflow != OnOverflow::Error
+            {
+                context_retried = true;
+                let window = context::window_from_message(&err.message).or(context::window_of(
+                    target,
+                    &self.route.context,
+                )
+                .map(|w| w as usize));
+                // The provider measured the prompt against its window; only the output the request
+                // itself asks for (not a default reservation) counts against it here.
+                let output = upstream_req
+                    .max_completion_tokens
+                    .or(upstream_req.max_tokens)
+                    .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                let buffer = self.route.context.buffer as usize;
+                let mut budget = window.map_or(prompt.saturating_mul(9) / 10, |w| {
+                    sluice_core::budget(w, output, buffer)
+                });
+                // Our count is the provider's only up to its tokenizer: when the provider says
+                // how large it found the prompt, scale the budget by how far apart the two are.
+                if let Some(theirs) = context::prompt_from_message(&err.message) {
+                    if theirs > prompt && prompt > 0 {
+                        budget = (budget as u128 * prompt as u128 / theirs as u128) as usize;
+                    }
+                }
+                let budget = budget.min(prompt.saturating_mul(9) / 10);
+                if let Verdict::Send(Some((shorter, info))) = context::guard(
+                    target,
+                    &upstream_req,
+                    prompt,
+                    &self.route.context,
+                    false,
+                    Some(budget),
+                )
+                .await
+                {
+                    records.push(record(target, attempt_no, &err, Some(Duration::ZERO)));
+                    upstream_req = shorter;
+                    prompt = info.tokens_after;
+                    truncation = Some(match truncation {
+                        Some(t) => TruncationInfo {
+                            dropped_messages: t.dropped_messages + info.dropped_messages,
+                            dropped_tokens: t.tokens_before.saturating_sub(info.tokens_after),
+                            tokens_before: t.tokens_before,
+                            tokens_after: info.tokens_after,
+                        },
+                        None => info,
+                    });
+                    retries += 1;
+                    continue;
+                }
+            }
             let remaining = self.deadline.remaining(now);
             let mut decision = {
                 let mut rng = self.client.inner.rng.lock();
@@ -432,7 +617,13 @@ impl Call<'_> {
 
     /// What the caller learns about a committed call. The attempt that commits is still
     /// running when this is taken, so its time so far counts as upstream wait.
-    fn info(&self, target: &Target, attempts: u32, attempt_started: Instant) -> CallInfo {
+    fn info(
+        &self,
+        target: &Target,
+        attempts: u32,
+        attempt_started: Instant,
+        truncation: Option<TruncationInfo>,
+    ) -> CallInfo {
         let now = Instant::now();
         CallInfo {
             target: target.name().clone(),
@@ -440,6 +631,7 @@ impl Call<'_> {
             elapsed: self.deadline.elapsed(now),
             upstream_wait: Waits::get(&self.waits.upstream_nanos) + (now - attempt_started),
             backoff_wait: Waits::get(&self.waits.backoff_nanos),
+            truncation,
         }
     }
 
@@ -457,11 +649,17 @@ impl Call<'_> {
     /// One attempt, read up to its commit point.
     async fn attempt(
         &self,
-        target: &Target,
-        req: &ChatRequest,
-        total_attempts: u32,
-        health: &Arc<parking_lot::Mutex<TargetHealth>>,
+        setup: AttemptSetup<'_>,
+        reservation: &mut Option<Reservation>,
     ) -> Result<Answer, UpstreamError> {
+        let AttemptSetup {
+            target,
+            req,
+            total_attempts,
+            health,
+            limit_key,
+            truncation,
+        } = setup;
         let policy = &self.route.policy;
         let endpoint = target.endpoint();
         let stream = self.mode == Mode::Stream;
@@ -511,6 +709,15 @@ impl Call<'_> {
             Ok(Err(e)) => return Err(transport_error(e)),
             Ok(Ok(r)) => r,
         };
+        // Every answer, error or not, tells the limiter what the provider sees.
+        if let Some(snapshot) =
+            RateLimitSnapshot::from_headers(response.headers(), SystemTime::now())
+        {
+            self.client
+                .inner
+                .limiter
+                .learn(limit_key, &snapshot, Instant::now());
+        }
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
@@ -554,10 +761,17 @@ impl Call<'_> {
                     BodyError::Transport(e) => transport_error(e),
                 })?;
                 let parsed = endpoint.adapter.parse_response(&body)?;
+                if let Some(r) = reservation.take() {
+                    match &parsed.usage {
+                        Some(usage) => r.reconcile(usage.total_tokens as f64).await,
+                        // No usage reported: keep the estimate as spent (the safe side).
+                        None => drop(r),
+                    }
+                }
                 self.committed(target, total_attempts);
                 Ok(Answer::Response(
                     Box::new(parsed),
-                    self.info(target, total_attempts, started),
+                    self.info(target, total_attempts, started, truncation),
                 ))
             }
             Mode::Stream => {
@@ -590,7 +804,8 @@ impl Call<'_> {
                 };
                 self.committed(target, total_attempts);
                 Ok(Answer::Stream(ChatStream::start(Committed {
-                    info: self.info(target, total_attempts, started),
+                    info: self.info(target, total_attempts, started, truncation),
+                    reservation: reservation.take(),
                     reader,
                     held,
                     finished,

@@ -26,18 +26,25 @@
 //! ```
 
 mod client;
+mod context;
 mod error;
 mod executor;
 mod health;
+mod limiter;
 mod stream;
 
 pub use client::{BuildError, Client, ClientBuilder, Route, Target};
+pub use context::TruncationInfo;
 pub use error::{AttemptRecord, CallFailure, Error, Interruption, StreamInterrupted};
 pub use executor::{Answer, CallInfo, CallOptions};
 pub use health::TargetStatus;
+pub use limiter::{
+    Ask, Grant, LearnedLimits, Levels, LimitError, Limiter, LimiterConfig, Limits, LocalStore,
+    RateLimitStore, Reservation, StoreError,
+};
 pub use sluice_core::{
-    BreakerConfig, BreakerState, BudgetConfig, CallEvent, ErrorClass, NoopObserver, Observer,
-    RandomSource, RetryPolicy, SplitMix64,
+    BreakerConfig, BreakerState, BudgetConfig, CallEvent, ContextPolicy, ErrorClass, NoopObserver,
+    Observer, OnOverflow, RandomSource, RetryPolicy, SplitMix64,
 };
 pub use sluice_providers::{
     Adapter, ApiKey, ChatChunk, ChatRequest, ChatResponse, Endpoint, Message, OpenAiAdapter,

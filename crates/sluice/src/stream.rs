@@ -165,6 +165,7 @@ impl Stream for ChatStream {
 /// Everything the post-commit phase needs.
 pub(crate) struct Committed {
     pub(crate) info: crate::CallInfo,
+    pub(crate) reservation: Option<crate::limiter::Reservation>,
     pub(crate) reader: EventReader,
     pub(crate) held: VecDeque<ChatChunk>,
     pub(crate) finished: bool,
@@ -248,6 +249,7 @@ impl LiveState {
                 continue;
             }
             if self.c.finished {
+                self.reconcile().await;
                 return Ok(None);
             }
             let now = Instant::now();
@@ -260,6 +262,7 @@ impl LiveState {
                 }
                 Ok(Some(StreamEvent::Done)) => {
                     self.c.finished = true;
+                    self.reconcile().await;
                     return Ok(None);
                 }
                 Ok(Some(StreamEvent::Error(e))) => {
@@ -300,6 +303,17 @@ impl LiveState {
                 Err(ReadError::Malformed(e)) => {
                     return Err(self.interrupted(Interruption::MalformedFrame, e.message, None));
                 }
+            }
+        }
+    }
+
+    /// Corrects the rate limiter by the stream's final usage (once). Without a usage chunk the
+    /// estimate stays spent, the safe side.
+    async fn reconcile(&mut self) {
+        if let Some(r) = self.c.reservation.take() {
+            let usage = self.usage.lock().as_ref().map(|u| u.total_tokens as f64);
+            if let Some(total) = usage {
+                r.reconcile(total).await;
             }
         }
     }

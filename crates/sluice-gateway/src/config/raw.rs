@@ -44,6 +44,32 @@ impl Expected for RawSize {
     const EXPECTED: &'static str = SIZE_EXPECTED;
 }
 
+/// `rate_limit.redis_url`, checked in stage 2. It may hold a password, so `Debug` does not
+/// show it.
+pub(super) struct RawSecretUrl(pub(super) String);
+
+impl Expected for RawSecretUrl {
+    const EXPECTED: &'static str = r#"a URL like "redis://127.0.0.1:6379""#;
+}
+
+impl fmt::Debug for RawSecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawSecretUrl(<redacted>)")
+    }
+}
+
+impl From<String> for RawSecretUrl {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSecretUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StringOnly(std::marker::PhantomData))
+    }
+}
+
 impl From<String> for RawDuration {
     fn from(s: String) -> Self {
         Self(s)
@@ -95,6 +121,7 @@ pub(super) struct RawConfig {
     pub(super) policy: Opt<RawPolicy>,
     pub(super) breaker: Opt<RawBreaker>,
     pub(super) budget: Opt<RawBudget>,
+    pub(super) rate_limit: Opt<RawRateLimit>,
     #[serde(default)]
     pub(super) providers: Vec<Spanned<RawProvider>>,
     #[serde(default)]
@@ -111,6 +138,8 @@ pub(super) struct RawServer {
     pub(super) header_read_timeout: Opt<RawDuration>,
     pub(super) body_read_timeout: Opt<RawDuration>,
     pub(super) drain_timeout: Opt<RawDuration>,
+    pub(super) metrics: Opt<bool>,
+    pub(super) admin_listen: Opt<String>,
 }
 
 /// Declares the policy keys once, for both `[policy]` and `[[models]]` (serde's `flatten`
@@ -141,6 +170,10 @@ macro_rules! policy_keys {
             pub(super) name: Opt<String>,
             pub(super) targets: Opt<Vec<Spanned<String>>>,
             pub(super) fallback_on_content_policy: Opt<bool>,
+            /// Signed, like `context_windows`, so zero and negative values are stage 2
+            /// problems at their key.
+            pub(super) context_window: Opt<i64>,
+            pub(super) max_output: Opt<i64>,
             $(pub(super) $key: Opt<$ty>,)*
         }
 
@@ -164,6 +197,10 @@ policy_keys! {
     connect_timeout: RawDuration,
     first_token_timeout: RawDuration,
     idle_timeout: RawDuration,
+    on_context_overflow: String,
+    context_buffer: i64,
+    default_output_tokens: i64,
+    default_context_window: i64,
 }
 
 /// One `[[providers]]` entry.
@@ -181,13 +218,31 @@ pub(super) struct RawProvider {
     /// Signed so that a zero or negative window is a stage 2 problem at its key, reported
     /// with the others.
     pub(super) context_windows: Opt<BTreeMap<Spanned<String>, Spanned<i64>>>,
+    pub(super) rpm: Opt<f64>,
+    pub(super) tpm: Opt<f64>,
+    pub(super) rpm_burst: Opt<f64>,
+    pub(super) tpm_burst: Opt<f64>,
+    pub(super) limit_scope: Opt<String>,
+    pub(super) model_limits: Opt<BTreeMap<Spanned<String>, Spanned<RawLimits>>>,
+}
+
+impl RawProvider {
+    /// The provider's own limit keys, as a `model_limits` entry would hold them.
+    pub(super) fn limits(&self) -> RawLimits {
+        RawLimits {
+            rpm: self.rpm.clone(),
+            tpm: self.tpm.clone(),
+            rpm_burst: self.rpm_burst.clone(),
+            tpm_burst: self.tpm_burst.clone(),
+        }
+    }
 }
 
 /// Declares a table whose keys are all optional, with its key → span lookup.
 macro_rules! optional_keys {
     ($(#[$doc:meta])* $name:ident { $($key:ident: $ty:ty),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Debug, Default, Clone, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub(super) struct $name {
             $(pub(super) $key: Opt<$ty>,)*
@@ -223,6 +278,32 @@ optional_keys! {
         ratio: f64,
         min_per_sec: f64,
         window: RawDuration,
+    }
+}
+
+/// `[rate_limit]`. Counts are signed so zero and negative values are stage 2 problems at their
+/// key, reported with the others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) backend: Opt<String>,
+    pub(super) redis_url: Opt<RawSecretUrl>,
+    pub(super) key_prefix: Opt<String>,
+    pub(super) max_queue_wait: Opt<RawDuration>,
+    pub(super) expected_replicas: Opt<i64>,
+    pub(super) on_redis_down: Opt<String>,
+    pub(super) expected_output_tokens: Opt<i64>,
+    pub(super) per_client_key: Opt<bool>,
+}
+
+optional_keys! {
+    /// A provider's rate limits (its own `rpm`, `tpm`, `rpm_burst`, `tpm_burst` keys, or one
+    /// `model_limits` entry). Numbers are floats; an integer is accepted as one.
+    RawLimits {
+        rpm: f64,
+        tpm: f64,
+        rpm_burst: f64,
+        tpm_burst: f64,
     }
 }
 

@@ -10,16 +10,19 @@ use std::ops::Range;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
-use sluice_core::{Backoff, BreakerConfig, BudgetConfig, PolicyError, RetryPolicy};
+use sluice_core::{
+    Backoff, BreakerConfig, BudgetConfig, ContextPolicy, OnOverflow, PolicyError, RetryPolicy,
+};
 use sluice_mock::MockConfig;
 
 use super::raw::{
-    DURATION_EXPECTED, Opt, RawBreaker, RawBudget, RawConfig, RawDuration, RawMock, RawModel,
-    RawPolicy, RawProvider, RawServer, RawSize, SIZE_EXPECTED, join_key,
+    DURATION_EXPECTED, Opt, RawBreaker, RawBudget, RawConfig, RawDuration, RawLimits, RawMock,
+    RawModel, RawPolicy, RawProvider, RawRateLimit, RawServer, RawSize, SIZE_EXPECTED, join_key,
 };
 use super::{
-    ANTHROPIC_BASE_URL, Config, ConfigProblem, ModelConfig, Positions, ProviderConfig,
-    ProviderKind, ServerConfig, TargetRef,
+    ANTHROPIC_BASE_URL, Config, ConfigProblem, LimitScope, LimitsConfig, ModelConfig, OnRedisDown,
+    Positions, ProviderConfig, ProviderKind, RateLimitBackend, RateLimitConfig, ServerConfig,
+    TargetRef,
 };
 
 /// Durations above this are refused: no timeout needs to be longer, and deadlines computed as
@@ -28,6 +31,9 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Header names that carry credentials; those belong in `api_key_env`.
 const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+
+/// An example `rate_limit.redis_url`, shown when it is missing or wrong.
+const REDIS_URL_EXAMPLE: &str = "redis://127.0.0.1:6379";
 
 /// A value whose problem has already been reported.
 struct Reported;
@@ -74,6 +80,16 @@ pub(super) fn resolve(
         ),
         None => defaults,
     };
+    let context = match &raw.policy {
+        Some(policy) => checker.context(
+            &ContextPolicy::default(),
+            policy.get_ref(),
+            "policy",
+            policy.span(),
+            "the default",
+        ),
+        None => ContextPolicy::default(),
+    };
     let breaker = match &raw.breaker {
         Some(table) => checker.breaker(
             &BreakerConfig::default(),
@@ -98,13 +114,22 @@ pub(super) fn resolve(
         ),
         None => BudgetConfig::default(),
     };
-    let providers = checker.providers(&raw.providers, &breaker, &budget);
+    let rate_limit = match &raw.rate_limit {
+        Some(table) => checker.rate_limit(table),
+        None => RateLimitConfig::default(),
+    };
+    let providers = checker.providers(
+        &raw.providers,
+        &breaker,
+        &budget,
+        rate_limit.expected_output_tokens,
+    );
     let provider_names: Vec<&str> = raw
         .providers
         .iter()
         .filter_map(|p| p.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
         .collect();
-    let models = checker.models(&raw.models, &policy, &provider_names);
+    let models = checker.models(&raw.models, &policy, &context, &provider_names);
 
     let mut problems = checker.problems;
     if problems.is_empty() {
@@ -113,6 +138,8 @@ pub(super) fn resolve(
             policy,
             breaker,
             budget,
+            context,
+            rate_limit,
             providers,
             models,
             source: None,
@@ -187,6 +214,28 @@ impl Checker<'_> {
         }
     }
 
+    /// Checks an optional count: an integer from `min` to `u32::MAX`.
+    fn count(&mut self, path: &str, value: &Opt<i64>, min: u32) -> Result<Option<u32>, Reported> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let n = *value.get_ref();
+        let message = if n < i64::from(min) {
+            if min == 0 {
+                format!("must not be negative, got {n}")
+            } else {
+                format!("must be at least {min}, got {n}")
+            }
+        } else {
+            match u32::try_from(n) {
+                Ok(n) => return Ok(Some(n)),
+                Err(_) => format!("{n} is too large: at most {}", u32::MAX),
+            }
+        };
+        self.report(path, Some(value.span()), message);
+        Err(Reported)
+    }
+
     /// Checks that `value` names an environment variable. The value is not echoed when it is
     /// not a name: a common slip is pasting the key itself here.
     fn env_name(&mut self, path: &str, value: &Spanned<String>) -> Option<String> {
@@ -212,16 +261,24 @@ impl Checker<'_> {
     fn server(&mut self, raw: &RawServer, env: &dyn Fn(&str) -> Option<String>) -> ServerConfig {
         let mut server = ServerConfig::default();
         if let Some(listen) = &raw.listen {
-            match listen.get_ref().trim().parse::<SocketAddr>() {
-                Ok(addr) => server.listen = addr,
-                Err(_) => self.report(
-                    "server.listen",
-                    Some(listen.span()),
-                    format!(
-                        "expected an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\", got {:?}",
-                        listen.get_ref()
-                    ),
-                ),
+            if let Some(addr) = self.socket_addr("server.listen", listen) {
+                server.listen = addr;
+            }
+        }
+        if let Some(metrics) = &raw.metrics {
+            server.metrics = *metrics.get_ref();
+        }
+        if let Some(admin) = &raw.admin_listen {
+            if let Some(addr) = self.socket_addr("server.admin_listen", admin) {
+                if addr == server.listen {
+                    self.report(
+                        "server.admin_listen",
+                        Some(admin.span()),
+                        "must differ from server.listen (leave it out to serve /metrics and /status on the main listener)",
+                    );
+                } else {
+                    server.admin_listen = Some(addr);
+                }
             }
         }
         if let Some(var) = &raw.api_keys_env {
@@ -271,6 +328,24 @@ impl Checker<'_> {
             }
         }
         server
+    }
+
+    /// Parses a socket address.
+    fn socket_addr(&mut self, path: &str, value: &Spanned<String>) -> Option<SocketAddr> {
+        match value.get_ref().trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.report(
+                    path,
+                    Some(value.span()),
+                    format!(
+                        "expected an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\", got {:?}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Parses a positive byte size.
@@ -494,11 +569,407 @@ impl Checker<'_> {
         }
     }
 
+    /// Applies the context keys of `raw` (the table at `table`, e.g. `policy` or `models[0]`)
+    /// over `base`, which is valid; as [`Checker::policy`], every bad key is reported and
+    /// replaced by `base`'s value, so the result is always valid.
+    fn context(
+        &mut self,
+        base: &ContextPolicy,
+        raw: &RawPolicy,
+        table: &str,
+        table_span: Range<usize>,
+        inherited: &str,
+    ) -> ContextPolicy {
+        let path = |key: &str| format!("{table}.{key}");
+        let mut context = *base;
+        if let Some(value) = &raw.on_context_overflow {
+            match value.get_ref().as_str() {
+                "error" => context.on_overflow = OnOverflow::Error,
+                "truncate" => context.on_overflow = OnOverflow::Truncate,
+                "fallback" => context.on_overflow = OnOverflow::Fallback,
+                other => self.report(
+                    path("on_context_overflow"),
+                    Some(value.span()),
+                    format!(
+                        "unknown action {other:?}; expected \"error\", \"truncate\" or \"fallback\""
+                    ),
+                ),
+            }
+        }
+        if let Ok(Some(n)) = self.count(&path("context_buffer"), &raw.context_buffer, 0) {
+            context.buffer = n;
+        }
+        if let Ok(Some(n)) = self.count(
+            &path("default_output_tokens"),
+            &raw.default_output_tokens,
+            1,
+        ) {
+            context.default_output = n;
+        }
+        if let Ok(Some(n)) = self.count(
+            &path("default_context_window"),
+            &raw.default_context_window,
+            1,
+        ) {
+            context.default_window = Some(n);
+        }
+        if let Some(window) = context.default_window {
+            if let Some(message) = no_room(window, &context) {
+                // Only a key this table sets can break a valid base: blame the window if it is
+                // set here, else the reservation that grew.
+                let key = [
+                    "default_context_window",
+                    "default_output_tokens",
+                    "context_buffer",
+                ]
+                .into_iter()
+                .find(|key| raw.span_of(key).is_some());
+                let message = format!("default_context_window = {window}: {message}");
+                match key {
+                    Some("default_context_window") => {
+                        self.report(
+                            path("default_context_window"),
+                            raw.span_of("default_context_window"),
+                            message,
+                        );
+                    }
+                    Some(key) => self.report(
+                        path(key),
+                        raw.span_of(key),
+                        format!("{message} (default_context_window is {inherited})"),
+                    ),
+                    None => self.report(table, Some(table_span), message),
+                }
+                context.default_window = base.default_window;
+                context.default_output = base.default_output;
+                context.buffer = base.buffer;
+            }
+        }
+        context
+    }
+
+    /// A `[[models]]` entry's `context_window` and `max_output`, checked against each other
+    /// and against the entry's `context` (already resolved).
+    fn model_window(
+        &mut self,
+        at: &str,
+        m: &RawModel,
+        context: &ContextPolicy,
+    ) -> Result<(Option<u32>, Option<u32>), Reported> {
+        let window = self.count(&format!("{at}.context_window"), &m.context_window, 1);
+        let max_output = self.count(&format!("{at}.max_output"), &m.max_output, 1);
+        let (window, max_output) = (window?, max_output?);
+        let mut ok = true;
+        if let (Some(window), Some(max_output), Some(span)) =
+            (window, max_output, m.max_output.as_ref())
+        {
+            if max_output > window {
+                self.report(
+                    format!("{at}.max_output"),
+                    Some(span.span()),
+                    format!("max_output ({max_output}) is above context_window ({window})"),
+                );
+                ok = false;
+            }
+        }
+        if let (Some(window), Some(span)) = (window, m.context_window.as_ref()) {
+            if let Some(message) = no_room(window, context) {
+                self.report(
+                    format!("{at}.context_window"),
+                    Some(span.span()),
+                    format!(
+                        "context_window = {window}: {message}; lower default_output_tokens for \
+                         this model"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            Ok((window, max_output))
+        } else {
+            Err(Reported)
+        }
+    }
+
+    /// The `[rate_limit]` table over [`RateLimitConfig::default`]; bad keys are reported and
+    /// keep their default. Messages never echo `redis_url`.
+    fn rate_limit(&mut self, table: &Spanned<RawRateLimit>) -> RateLimitConfig {
+        /// What `backend` says.
+        #[derive(PartialEq)]
+        enum Backend {
+            Local,
+            Redis,
+            Unknown,
+        }
+        let r = table.get_ref();
+        let mut out = RateLimitConfig::default();
+        let backend = match &r.backend {
+            None => Backend::Local,
+            Some(value) => match value.get_ref().as_str() {
+                "local" => Backend::Local,
+                "redis" => Backend::Redis,
+                other => {
+                    self.report(
+                        "rate_limit.backend",
+                        Some(value.span()),
+                        format!("unknown backend {other:?}; expected \"local\" or \"redis\""),
+                    );
+                    Backend::Unknown
+                }
+            },
+        };
+        match (&backend, &r.redis_url) {
+            (Backend::Local, Some(url)) => self.report(
+                "rate_limit.redis_url",
+                Some(url.span()),
+                "only used with backend = \"redis\" (the backend is \"local\": each replica \
+                 keeps its own buckets); set backend = \"redis\" to share the limits",
+            ),
+            (Backend::Redis | Backend::Unknown, Some(url)) => {
+                match check_redis_url(&url.get_ref().0) {
+                    Ok(()) => {
+                        if backend == Backend::Redis {
+                            out.backend = RateLimitBackend::Redis {
+                                url: url.get_ref().0.trim().to_owned(),
+                            };
+                        }
+                    }
+                    Err(message) => {
+                        self.report("rate_limit.redis_url", Some(url.span()), message);
+                    }
+                }
+            }
+            (Backend::Redis, None) => self.report(
+                "rate_limit.redis_url",
+                r.backend.as_ref().map(Spanned::span),
+                format!(
+                    "missing required key: backend = \"redis\" needs redis_url, e.g. \
+                     {REDIS_URL_EXAMPLE:?}"
+                ),
+            ),
+            (Backend::Local | Backend::Unknown, None) => {}
+        }
+        if let Some(prefix) = &r.key_prefix {
+            let text = prefix.get_ref();
+            if text.is_empty() {
+                self.report(
+                    "rate_limit.key_prefix",
+                    Some(prefix.span()),
+                    "must not be empty",
+                );
+            } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.report(
+                    "rate_limit.key_prefix",
+                    Some(prefix.span()),
+                    "must not contain whitespace or control characters",
+                );
+            } else {
+                out.key_prefix = text.clone();
+            }
+        }
+        if let Ok(Some(d)) = self.duration("rate_limit.max_queue_wait", &r.max_queue_wait) {
+            out.max_queue_wait = d;
+        }
+        if let Ok(Some(n)) = self.count("rate_limit.expected_replicas", &r.expected_replicas, 1) {
+            out.expected_replicas = n;
+        }
+        if let Some(value) = &r.on_redis_down {
+            match value.get_ref().as_str() {
+                "local" => out.on_redis_down = OnRedisDown::Local,
+                "closed" => out.on_redis_down = OnRedisDown::Closed,
+                other => self.report(
+                    "rate_limit.on_redis_down",
+                    Some(value.span()),
+                    format!("unknown value {other:?}; expected \"local\" or \"closed\""),
+                ),
+            }
+        }
+        if let Ok(Some(n)) = self.count(
+            "rate_limit.expected_output_tokens",
+            &r.expected_output_tokens,
+            1,
+        ) {
+            out.expected_output_tokens = n;
+        }
+        if let Some(value) = &r.per_client_key {
+            out.per_client_key = *value.get_ref();
+        }
+        out
+    }
+
+    /// Applies the limit keys of `raw` (the table at `table`: a provider, or one of its
+    /// `model_limits` entries) over `base`. Each value must be finite and positive, and the
+    /// merged limits usable: a burst only with its rate, a request capacity of at least 1 and
+    /// a token capacity of at least `expected_output` tokens. Returns the limits (bad values
+    /// left out) and, per axis (requests, tokens), whether it is valid. An axis whose
+    /// `base_valid` is false is not cross-checked (its problem is reported already) and stays
+    /// invalid.
+    fn limits(
+        &mut self,
+        table: &str,
+        raw: &RawLimits,
+        base: LimitsConfig,
+        base_valid: [bool; 2],
+        expected_output: u32,
+    ) -> (LimitsConfig, [bool; 2]) {
+        let mut out = base;
+        let mut valid = base_valid;
+        let keys = [
+            (0, "rpm", &raw.rpm, &mut out.rpm),
+            (1, "tpm", &raw.tpm, &mut out.tpm),
+            (0, "rpm_burst", &raw.rpm_burst, &mut out.rpm_burst),
+            (1, "tpm_burst", &raw.tpm_burst, &mut out.tpm_burst),
+        ];
+        let mut checkable = base_valid;
+        for (axis, key, value, field) in keys {
+            let Some(value) = value else {
+                continue;
+            };
+            let v = *value.get_ref();
+            if v.is_finite() && v > 0.0 {
+                *field = Some(v);
+            } else {
+                self.report(
+                    join_key(table, key),
+                    Some(value.span()),
+                    format!("must be a positive number, got {v}"),
+                );
+                valid[axis] = false;
+                checkable[axis] = false;
+            }
+        }
+        // The base is valid on a checkable axis, so whatever is wrong there comes from a key
+        // this table sets.
+        let axes = [
+            ("rpm", "rpm_burst", out.rpm, out.rpm_burst),
+            ("tpm", "tpm_burst", out.tpm, out.tpm_burst),
+        ];
+        for (axis, (rate_key, burst_key, rate, burst)) in axes.into_iter().enumerate() {
+            if !checkable[axis] {
+                continue;
+            }
+            let Some(rate) = rate else {
+                if burst.is_some() {
+                    self.report(
+                        join_key(table, burst_key),
+                        raw.span_of(burst_key),
+                        format!(
+                            "{burst_key} needs {rate_key}: it is the capacity of a bucket that \
+                             refills at {rate_key} per minute"
+                        ),
+                    );
+                    valid[axis] = false;
+                }
+                continue;
+            };
+            let (key, capacity) = match burst {
+                Some(burst) => (burst_key, burst),
+                None => (rate_key, rate),
+            };
+            let message = if axis == 0 {
+                (capacity < 1.0).then(|| {
+                    format!(
+                        "{key} = {capacity} makes a request bucket that can never hold one \
+                         request: the request capacity ({burst_key}, else {rate_key}) must be \
+                         at least 1"
+                    )
+                })
+            } else {
+                (capacity < f64::from(expected_output)).then(|| {
+                    format!(
+                        "{key} = {capacity} makes a token bucket that can never hold the \
+                         {expected_output} output tokens reserved for a request without \
+                         max_tokens (rate_limit.expected_output_tokens): the token capacity \
+                         ({burst_key}, else {rate_key}) must be at least {expected_output}"
+                    )
+                })
+            };
+            if let Some(message) = message {
+                self.report(join_key(table, key), raw.span_of(key), message);
+                valid[axis] = false;
+            }
+        }
+        (out, valid)
+    }
+
+    /// A provider's `model_limits`, each merged over the provider's `limits`; `base_valid`
+    /// says which axes of those are valid (see [`Checker::limits`]).
+    fn model_limits(
+        &mut self,
+        at: &str,
+        p: &RawProvider,
+        base: LimitsConfig,
+        base_valid: [bool; 2],
+        scope: Option<LimitScope>,
+        expected_output: u32,
+    ) -> Option<Vec<(String, LimitsConfig)>> {
+        let Some(table) = &p.model_limits else {
+            return Some(Vec::new());
+        };
+        let path = format!("{at}.model_limits");
+        let mut ok = true;
+        if scope == Some(LimitScope::Provider) {
+            self.report(
+                &path,
+                Some(table.span()),
+                "per-model limits need limit_scope = \"model\" (with \"provider\", every model \
+                 shares the provider's buckets)",
+            );
+            ok = false;
+        }
+        let mut out = Vec::new();
+        for (model, entry) in table.get_ref() {
+            let entry_path = join_key(&path, model.get_ref());
+            if model.get_ref().trim().is_empty() {
+                self.report(
+                    entry_path,
+                    Some(model.span()),
+                    "the model name must not be empty",
+                );
+                ok = false;
+                continue;
+            }
+            let (limits, valid) = self.limits(
+                &entry_path,
+                entry.get_ref(),
+                base,
+                base_valid,
+                expected_output,
+            );
+            if valid == [true, true] {
+                out.push((model.get_ref().clone(), limits));
+            } else {
+                ok = false;
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn limit_scope(&mut self, at: &str, p: &RawProvider) -> Option<LimitScope> {
+        let Some(value) = &p.limit_scope else {
+            return Some(LimitScope::default());
+        };
+        match value.get_ref().as_str() {
+            "model" => Some(LimitScope::Model),
+            "provider" => Some(LimitScope::Provider),
+            other => {
+                self.report(
+                    format!("{at}.limit_scope"),
+                    Some(value.span()),
+                    format!("unknown scope {other:?}; expected \"model\" or \"provider\""),
+                );
+                None
+            }
+        }
+    }
+
     fn providers(
         &mut self,
         raw: &[Spanned<RawProvider>],
         breaker: &BreakerConfig,
         budget: &BudgetConfig,
+        expected_output: u32,
     ) -> Vec<ProviderConfig> {
         let mut first_line: HashMap<&str, usize> = HashMap::new();
         let mut providers = Vec::new();
@@ -576,14 +1047,37 @@ impl Checker<'_> {
 
             let context_windows = self.context_windows(&at, p);
 
+            let (limits, limits_valid) = self.limits(
+                &at,
+                &p.limits(),
+                LimitsConfig::default(),
+                [true, true],
+                expected_output,
+            );
+            let limit_scope = self.limit_scope(&at, p);
+            let model_limits =
+                self.model_limits(&at, p, limits, limits_valid, limit_scope, expected_output);
+            let limits = (limits_valid == [true, true]).then_some(limits);
+
             if let (
                 Some(name),
                 Some(kind),
                 Some(api_key_env),
                 Some(headers),
                 Some(context_windows),
-            ) = (name, kind, api_key_env, headers, context_windows)
-            {
+                Some(limits),
+                Some(limit_scope),
+                Some(model_limits),
+            ) = (
+                name,
+                kind,
+                api_key_env,
+                headers,
+                context_windows,
+                limits,
+                limit_scope,
+                model_limits,
+            ) {
                 providers.push(ProviderConfig {
                     name,
                     kind,
@@ -592,6 +1086,9 @@ impl Checker<'_> {
                     breaker,
                     budget,
                     context_windows,
+                    limits,
+                    limit_scope,
+                    model_limits,
                 });
             }
         }
@@ -841,6 +1338,7 @@ impl Checker<'_> {
         &mut self,
         raw: &[Spanned<RawModel>],
         policy: &RetryPolicy,
+        context: &ContextPolicy,
         providers: &[&str],
     ) -> Vec<ModelConfig> {
         let mut first_line: HashMap<&str, usize> = HashMap::new();
@@ -878,15 +1376,26 @@ impl Checker<'_> {
 
             let targets = self.targets(&at, entry, providers);
 
+            let overrides = m.overrides();
             let model_policy = self.policy(
                 policy,
-                &m.overrides(),
+                &overrides,
                 &at,
                 entry.span(),
                 "inherited from [policy]",
             );
+            let model_context = self.context(
+                context,
+                &overrides,
+                &at,
+                entry.span(),
+                "inherited from [policy]",
+            );
+            let window = self.model_window(&at, m, &model_context);
 
-            if let (Some(name), Some(targets)) = (name, targets) {
+            if let (Some(name), Some(targets), Ok((context_window, max_output))) =
+                (name, targets, window)
+            {
                 models.push(ModelConfig {
                     name,
                     targets,
@@ -895,6 +1404,9 @@ impl Checker<'_> {
                         .fallback_on_content_policy
                         .as_ref()
                         .is_some_and(|b| *b.get_ref()),
+                    context: model_context,
+                    context_window,
+                    max_output,
                 });
             }
         }
@@ -999,6 +1511,44 @@ fn check_base_url(url: &str, example: &str) -> Result<(), String> {
             "the URL must not have a query or fragment (request paths are appended to it)"
                 .to_owned(),
         );
+    }
+    Ok(())
+}
+
+/// Why `window` leaves no room for a prompt under `context` (its reserved output and buffer
+/// take it all), or `None` when it does.
+fn no_room(window: u32, context: &ContextPolicy) -> Option<String> {
+    let reserved = u64::from(context.default_output) + u64::from(context.buffer);
+    (u64::from(window) <= reserved).then(|| {
+        format!(
+            "leaves no room for the prompt: default_output_tokens ({}) + context_buffer ({}) \
+             reserve {reserved} tokens",
+            context.default_output, context.buffer
+        )
+    })
+}
+
+/// A `redis://` or `rediss://` URL with a host and, as its path, at most a database number.
+/// Messages never echo the URL or any part of it: it may hold a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    const NOT_SHOWN: &str = "the value is not shown: it may hold a password";
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| {
+        format!("not a valid URL ({e}); expected e.g. {REDIS_URL_EXAMPLE:?} ({NOT_SHOWN})")
+    })?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(format!(
+            "expected a redis:// or rediss:// URL, e.g. {REDIS_URL_EXAMPLE:?} ({NOT_SHOWN})"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("the URL has no host ({NOT_SHOWN})"));
+    }
+    let path = parsed.path();
+    let database = path.strip_prefix('/').unwrap_or(path);
+    if !database.is_empty() && database.parse::<u32>().is_err() {
+        return Err(format!(
+            "the URL path must be empty or a database number like \"/0\" ({NOT_SHOWN})"
+        ));
     }
     Ok(())
 }

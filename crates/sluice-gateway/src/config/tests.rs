@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sluice_core::{Backoff, BreakerConfig, BudgetConfig, RetryPolicy};
+use sluice_core::{Backoff, BreakerConfig, BudgetConfig, ContextPolicy, OnOverflow, RetryPolicy};
 use sluice_mock::MockConfig;
 
 use super::*;
@@ -95,6 +95,8 @@ fn example_sluice_toml_parses_and_states_the_defaults() {
     assert_eq!(config.policy, RetryPolicy::default());
     assert_eq!(config.breaker, BreakerConfig::default());
     assert_eq!(config.budget, BudgetConfig::default());
+    assert_eq!(config.context, ContextPolicy::default());
+    assert_eq!(config.rate_limit, RateLimitConfig::default());
     assert_eq!(
         config.server,
         ServerConfig {
@@ -110,6 +112,22 @@ fn example_sluice_toml_parses_and_states_the_defaults() {
     );
     assert_eq!((&openai.breaker, &openai.budget), (&None, &None));
     assert_eq!(config.breaker_for(openai), &BreakerConfig::default());
+    let openai_limits = LimitsConfig {
+        rpm: Some(500.0),
+        tpm: Some(200_000.0),
+        rpm_burst: Some(100.0),
+        tpm_burst: Some(50_000.0),
+    };
+    assert_eq!(openai.limits, openai_limits);
+    assert_eq!(openai.limit_scope, LimitScope::Model);
+    let gpt_4o = LimitsConfig {
+        tpm: Some(30_000.0),
+        tpm_burst: Some(30_000.0),
+        ..openai_limits
+    };
+    assert_eq!(openai.model_limits, vec![("gpt-4o".to_owned(), gpt_4o)]);
+    assert_eq!(openai.limits_for("gpt-4o"), gpt_4o);
+    assert_eq!(openai.limits_for("gpt-4o-mini"), openai_limits);
     let anthropic = config.provider("anthropic").unwrap();
     assert_eq!(
         anthropic.kind,
@@ -118,6 +136,7 @@ fn example_sluice_toml_parses_and_states_the_defaults() {
         }
     );
     assert_eq!(anthropic.api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
+    assert!(anthropic.limits.is_unlimited() && anthropic.model_limits.is_empty());
     assert_eq!(
         anthropic.breaker,
         Some(BreakerConfig {
@@ -166,8 +185,53 @@ fn example_sluice_toml_parses_and_states_the_defaults() {
     assert_eq!(fast.policy.max_retries, 2);
     assert_eq!(fast.policy.first_token_timeout, Duration::from_secs(20));
     assert_eq!(
-        config.model("gpt-4o").unwrap().policy,
-        RetryPolicy::default()
+        fast.context,
+        ContextPolicy {
+            on_overflow: OnOverflow::Fallback,
+            ..ContextPolicy::default()
+        }
+    );
+    assert_eq!((fast.context_window, fast.max_output), (None, None));
+    let gpt_4o = config.model("gpt-4o").unwrap();
+    assert_eq!(gpt_4o.policy, RetryPolicy::default());
+    assert_eq!(gpt_4o.context, ContextPolicy::default());
+    assert_eq!(
+        (gpt_4o.context_window, gpt_4o.max_output),
+        (Some(128_000), Some(16_384))
+    );
+}
+
+/// The commented multi-replica `[rate_limit]` of `examples/sluice.toml`, uncommented.
+fn multi_replica_example() -> String {
+    let block: String = SLUICE_TOML
+        .lines()
+        .skip_while(|line| *line != "# [rate_limit]")
+        .take_while(|line| line.starts_with("# "))
+        .map(|line| format!("{}\n", &line[2..]))
+        .collect();
+    assert!(block.contains("backend = \"redis\""), "{block}");
+    block
+}
+
+#[test]
+fn example_multi_replica_rate_limit_parses() {
+    let config = load(&multi_replica_example()).unwrap();
+    assert_eq!(
+        config.rate_limit,
+        RateLimitConfig {
+            backend: RateLimitBackend::Redis {
+                url: "redis://:password@redis.internal:6379/0".into()
+            },
+            expected_replicas: 3,
+            on_redis_down: OnRedisDown::Local,
+            ..RateLimitConfig::default()
+        }
+    );
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(":password@"), "{shown}");
+    assert!(
+        shown.contains("redis://<redacted>@redis.internal:6379/0"),
+        "{shown}"
     );
 }
 
@@ -1121,6 +1185,9 @@ fn constructors_build_plain_entries() {
     assert_eq!(openai.name, "o");
     assert_eq!(openai.api_key_env, None);
     assert!(openai.headers.is_empty() && openai.context_windows.is_empty());
+    assert!(openai.limits.is_unlimited() && openai.model_limits.is_empty());
+    assert_eq!(openai.limits, LimitsConfig::default());
+    assert_eq!(openai.limit_scope, LimitScope::Model);
     assert_eq!((openai.breaker, openai.budget), (None, None));
     assert_eq!(
         ProviderConfig::anthropic("a", ANTHROPIC_BASE_URL).kind,
@@ -1152,10 +1219,677 @@ fn constructors_build_plain_entries() {
     );
     assert_eq!(model.policy, RetryPolicy::default());
     assert!(!model.fallback_on_content_policy);
+    assert_eq!(model.context, ContextPolicy::default());
+    assert_eq!((model.context_window, model.max_output), (None, None));
 }
 
 #[test]
 #[should_panic(expected = "is not \"provider/model\"")]
 fn model_config_new_refuses_a_target_without_provider() {
     let _ = ModelConfig::new("m", &["gpt-4o"], RetryPolicy::default());
+}
+
+#[test]
+fn rate_limit_and_context_policy_default_when_absent() {
+    let config = load(OPENAI).unwrap();
+    assert_eq!(config.rate_limit, RateLimitConfig::default());
+    assert_eq!(config.context, ContextPolicy::default());
+    let defaults = RateLimitConfig::default();
+    assert_eq!(defaults.backend, RateLimitBackend::Local);
+    assert_eq!(defaults.key_prefix, RateLimitConfig::DEFAULT_KEY_PREFIX);
+    assert_eq!(
+        defaults.max_queue_wait,
+        RateLimitConfig::DEFAULT_MAX_QUEUE_WAIT
+    );
+    assert_eq!(
+        defaults.expected_replicas,
+        RateLimitConfig::DEFAULT_EXPECTED_REPLICAS
+    );
+    assert_eq!(defaults.on_redis_down, OnRedisDown::Local);
+    assert_eq!(
+        defaults.expected_output_tokens,
+        RateLimitConfig::DEFAULT_EXPECTED_OUTPUT_TOKENS
+    );
+    assert_eq!(
+        defaults.per_client_key,
+        RateLimitConfig::DEFAULT_PER_CLIENT_KEY
+    );
+    assert_eq!(defaults.backend.redacted_url(), None);
+    let provider = &config.providers[0];
+    assert_eq!(provider.limits, LimitsConfig::default());
+    assert_eq!(provider.limit_scope, LimitScope::Model);
+    assert!(provider.model_limits.is_empty());
+    assert_eq!(provider.limits_for("gpt-4o"), LimitsConfig::default());
+    // An empty table is the default too.
+    assert_eq!(load("[rate_limit]\n").unwrap(), Config::default());
+}
+
+#[test]
+fn rate_limit_table_parses() {
+    let text = r#"[rate_limit]
+backend = "redis"
+redis_url = "rediss://default:hunter2@redis.example.com:6380/2"
+key_prefix = "gw:prod"
+max_queue_wait = "0s"
+expected_replicas = 4
+on_redis_down = "closed"
+expected_output_tokens = 1000
+per_client_key = true
+"#;
+    let config = load(text).unwrap();
+    let url = "rediss://default:hunter2@redis.example.com:6380/2";
+    assert_eq!(
+        config.rate_limit,
+        RateLimitConfig {
+            backend: RateLimitBackend::Redis { url: url.into() },
+            key_prefix: "gw:prod".into(),
+            max_queue_wait: Duration::ZERO,
+            expected_replicas: 4,
+            on_redis_down: OnRedisDown::Closed,
+            expected_output_tokens: 1000,
+            per_client_key: true,
+        }
+    );
+    // A URL without credentials, and one with only a host.
+    for url in ["redis://127.0.0.1:6379", "redis://redis", "redis://r:6379/"] {
+        let text = format!("[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\n");
+        let config = load(&text).unwrap();
+        assert_eq!(
+            config.rate_limit.backend,
+            RateLimitBackend::Redis { url: url.into() }
+        );
+    }
+}
+
+#[test]
+fn redis_backend_needs_a_valid_url() {
+    let p = only(
+        "[rate_limit]\nbackend = \"redis\"\n",
+        "rate_limit.redis_url",
+        2,
+    );
+    assert!(p.message.contains("needs redis_url"), "{p:#?}");
+    assert!(p.message.contains("redis://127.0.0.1:6379"), "{p:#?}");
+
+    let bad = [
+        (
+            "redis.example.com:6379",
+            "expected a redis:// or rediss:// URL",
+        ),
+        (
+            "https://redis.example.com",
+            "expected a redis:// or rediss:// URL",
+        ),
+        ("not a url", "not a valid URL"),
+        ("redis://", "no host"),
+        ("redis://r:6379/db", "database number"),
+    ];
+    for (url, expected) in bad {
+        let text = format!("[rate_limit]\nbackend = \"redis\"\n\nredis_url = \"{url}\"\n");
+        let p = only(&text, "rate_limit.redis_url", 4);
+        assert!(p.message.contains(expected), "{url}: {p:#?}");
+        assert_eq!(p.column, Some(13), "{p:#?}");
+    }
+
+    // A URL with the local backend (said or by default) is a mistake, not ignored.
+    for text in [
+        "[rate_limit]\nredis_url = \"redis://r:6379\"\n",
+        "[rate_limit]\nbackend = \"local\"\nredis_url = \"redis://r:6379\"\n",
+    ] {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].path, "rate_limit.redis_url");
+        assert!(
+            p[0].message.contains("only used with backend = \"redis\""),
+            "{p:#?}"
+        );
+    }
+
+    let p = only(
+        "[rate_limit]\nbackend = \"memcached\"\n",
+        "rate_limit.backend",
+        2,
+    );
+    assert!(p.message.contains("\"local\" or \"redis\""), "{p:#?}");
+    // An unknown backend does not add a complaint about its URL.
+    only(
+        "[rate_limit]\nbackend = \"redi\"\nredis_url = \"redis://r\"\n",
+        "rate_limit.backend",
+        2,
+    );
+}
+
+#[test]
+fn redis_url_credentials_are_never_printed() {
+    // Not in errors, whatever is wrong with the URL.
+    for url in [
+        "http://admin:hunter2@r:6379",
+        "redis://admin:hunter2@r:6379/x",
+        "redis://admin:hunter2@:6379",
+        "redis://admin:hunter2@r:99999999",
+        "admin:hunter2@r:6379",
+    ] {
+        let text = format!("[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\n");
+        let err = load(&text).unwrap_err();
+        let shown = format!("{err}\n{err:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("admin:"), "{shown}");
+        let text = format!("[rate_limit]\nredis_url = \"{url}\"\n");
+        let shown = load(&text).unwrap_err().to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    // Not in the Debug output of a valid configuration, nor of the raw file.
+    let text = "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://admin:hunter2@r.internal:6379/0?password=hunter2\"\n";
+    let config = load(text).unwrap();
+    let shown = format!(
+        "{config:?}\n{config:#?}\n{:?}",
+        super::raw::parse(text).unwrap()
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("admin:"), "{shown}");
+    assert_eq!(
+        config.rate_limit.backend.redacted_url().as_deref(),
+        Some("redis://<redacted>@r.internal:6379/0?<redacted>")
+    );
+    let plain = RateLimitBackend::Redis {
+        url: "redis://r:6379".into(),
+    };
+    assert_eq!(plain.redacted_url().as_deref(), Some("redis://r:6379"));
+    assert_eq!(format!("{plain:?}"), r#"Redis { url: "redis://r:6379" }"#);
+}
+
+#[test]
+fn invalid_rate_limit_values_are_reported_with_path_and_line() {
+    let text = r#"[rate_limit]
+key_prefix = ""
+max_queue_wait = "soon"
+expected_replicas = 0
+on_redis_down = "open"
+expected_output_tokens = -1
+"#;
+    let problems = problems(text);
+    let found: Vec<(&str, usize)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.line.unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("rate_limit.key_prefix", 2),
+            ("rate_limit.max_queue_wait", 3),
+            ("rate_limit.expected_replicas", 4),
+            ("rate_limit.on_redis_down", 5),
+            ("rate_limit.expected_output_tokens", 6),
+        ],
+        "{problems:#?}"
+    );
+    assert_eq!(
+        at(&problems, "rate_limit.expected_replicas").message,
+        "must be at least 1, got 0"
+    );
+    assert!(
+        at(&problems, "rate_limit.on_redis_down")
+            .message
+            .contains("\"local\" or \"closed\""),
+        "{problems:#?}"
+    );
+    only(
+        "[rate_limit]\nkey_prefix = \"a b\"\n",
+        "rate_limit.key_prefix",
+        2,
+    );
+    let p = only(
+        "[rate_limit]\nexpected_replicas = 5000000000\n",
+        "rate_limit.expected_replicas",
+        2,
+    );
+    assert!(p.message.contains("too large"), "{p:#?}");
+}
+
+#[test]
+fn provider_limits_parse_and_model_limits_merge() {
+    let text = format!(
+        r#"{OPENAI}rpm = 500
+tpm = 200_000
+tpm_burst = 50000.5
+model_limits = {{ "gpt-4o" = {{ rpm = 100, tpm = 30000 }}, "o1" = {{ rpm_burst = 10 }} }}
+
+[[providers]]
+name = "shared"
+kind = "mock"
+rpm = 60
+limit_scope = "provider"
+
+[[providers]]
+name = "tables"
+kind = "mock"
+tpm = 1000
+[providers.model_limits.small]
+tpm = 300
+[providers.model_limits."gpt-4.1"]
+rpm = 1.5
+"#
+    );
+    let config = load(&text).unwrap();
+    let openai = config.provider("openai").unwrap();
+    let base = LimitsConfig {
+        rpm: Some(500.0),
+        tpm: Some(200_000.0),
+        rpm_burst: None,
+        tpm_burst: Some(50_000.5),
+    };
+    assert_eq!(openai.limits, base);
+    assert_eq!(openai.limit_scope, LimitScope::Model);
+    let gpt_4o = LimitsConfig {
+        rpm: Some(100.0),
+        tpm: Some(30_000.0),
+        ..base
+    };
+    let o1 = LimitsConfig {
+        rpm_burst: Some(10.0),
+        ..base
+    };
+    assert_eq!(
+        openai.model_limits,
+        vec![("gpt-4o".to_owned(), gpt_4o), ("o1".to_owned(), o1)]
+    );
+    assert_eq!(openai.limits_for("gpt-4o"), gpt_4o);
+    assert_eq!(openai.limits_for("other"), base);
+    assert_eq!(
+        gpt_4o.to_limits(),
+        sluice::Limits {
+            rpm: Some(100.0),
+            tpm: Some(30_000.0),
+            burst_requests: None,
+            burst_tokens: Some(50_000.5),
+        }
+    );
+    assert_eq!(gpt_4o.to_limits().token_capacity(), Some(50_000.5));
+    assert_eq!(
+        LimitsConfig::default().to_limits(),
+        sluice::Limits::UNLIMITED
+    );
+
+    let shared = config.provider("shared").unwrap();
+    assert_eq!(shared.limit_scope, LimitScope::Provider);
+    assert_eq!(
+        shared.limits_for("anything"),
+        LimitsConfig {
+            rpm: Some(60.0),
+            ..LimitsConfig::default()
+        }
+    );
+
+    let tables = config.provider("tables").unwrap();
+    let small = LimitsConfig {
+        tpm: Some(300.0),
+        ..LimitsConfig::default()
+    };
+    let gpt_41 = LimitsConfig {
+        rpm: Some(1.5),
+        tpm: Some(1000.0),
+        ..LimitsConfig::default()
+    };
+    assert_eq!(
+        tables.model_limits,
+        vec![("gpt-4.1".to_owned(), gpt_41), ("small".to_owned(), small)]
+    );
+    let shown = format!("{tables:?}");
+    assert!(shown.contains("model_limits"), "{shown}");
+}
+
+#[test]
+fn invalid_limits_are_reported_with_path_and_line() {
+    let text = r#"[[providers]]
+name = "a"
+kind = "mock"
+rpm = 0
+tpm = -1000
+rpm_burst = nan
+tpm_burst = inf
+limit_scope = "global"
+
+[[providers]]
+name = "b"
+kind = "mock"
+rpm = 60
+[providers.model_limits."gpt-4.1"]
+rpm = -5
+[providers.model_limits.""]
+rpm = 1
+"#;
+    let problems = problems(text);
+    let found: Vec<(&str, usize)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.line.unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("providers[0].rpm", 4),
+            ("providers[0].tpm", 5),
+            ("providers[0].rpm_burst", 6),
+            ("providers[0].tpm_burst", 7),
+            ("providers[0].limit_scope", 8),
+            ("providers[1].model_limits.\"gpt-4.1\".rpm", 15),
+            ("providers[1].model_limits.\"\"", 16),
+        ],
+        "{problems:#?}"
+    );
+    assert_eq!(
+        at(&problems, "providers[0].rpm").message,
+        "must be a positive number, got 0"
+    );
+    assert_eq!(
+        at(&problems, "providers[0].tpm_burst").message,
+        "must be a positive number, got inf"
+    );
+    assert!(
+        at(&problems, "providers[0].limit_scope")
+            .message
+            .contains("\"model\" or \"provider\""),
+        "{problems:#?}"
+    );
+    // A bad provider value does not make its model entries report twice...
+    let text = format!("{OPENAI}rpm = -1\nmodel_limits = {{ m = {{ rpm_burst = 5 }} }}\n");
+    only(&text, "providers[0].rpm", 6);
+    // ...nor hide a problem on the other axis, of the provider or of an entry.
+    let text = format!("{OPENAI}rpm = -1\ntpm = 100\n");
+    let found: Vec<String> = load(&text)
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert_eq!(found, ["providers[0].rpm", "providers[0].tpm"]);
+    let text = format!(
+        "{OPENAI}rpm = -1\ntpm = 1000\nmodel_limits = {{ m = {{ rpm_burst = 5, tpm = 200 }} }}\n"
+    );
+    let found: Vec<(String, usize)> = load(&text)
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| (p.path, p.line.unwrap()))
+        .collect();
+    let expected = [
+        ("providers[0].rpm", 6),
+        ("providers[0].model_limits.m.tpm", 8),
+    ]
+    .map(|(path, line)| (path.to_owned(), line));
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn bursts_need_their_rate() {
+    let text = format!("{OPENAI}rpm_burst = 10\n");
+    let p = only(&text, "providers[0].rpm_burst", 6);
+    assert!(p.message.starts_with("rpm_burst needs rpm"), "{p:#?}");
+    let text = format!("{OPENAI}rpm = 10\n\nmodel_limits = {{ m = {{ tpm_burst = 10000 }} }}\n");
+    let p = only(&text, "providers[0].model_limits.m.tpm_burst", 8);
+    assert!(p.message.starts_with("tpm_burst needs tpm"), "{p:#?}");
+    // With the rate inherited from the provider, a model's burst is fine.
+    let text = format!("{OPENAI}tpm = 10000\nmodel_limits = {{ m = {{ tpm_burst = 500 }} }}\n");
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.providers[0].limits_for("m"),
+        LimitsConfig {
+            tpm: Some(10_000.0),
+            tpm_burst: Some(500.0),
+            ..LimitsConfig::default()
+        }
+    );
+}
+
+#[test]
+fn a_bucket_must_hold_one_request_and_the_expected_output() {
+    // Request capacity below 1: no request could ever pass.
+    let p = only(&format!("{OPENAI}rpm = 0.5\n"), "providers[0].rpm", 6);
+    assert!(p.message.contains("one request"), "{p:#?}");
+    let p = only(
+        &format!("{OPENAI}rpm = 60\nrpm_burst = 0.5\n"),
+        "providers[0].rpm_burst",
+        7,
+    );
+    assert!(p.message.contains("one request"), "{p:#?}");
+    let config = load(&format!("{OPENAI}rpm = 0.5\nrpm_burst = 1\n")).unwrap();
+    assert_eq!(config.providers[0].limits.rpm, Some(0.5));
+
+    // The token capacity must hold rate_limit.expected_output_tokens (the issue's "a target's
+    // tpm not below its max_tokens").
+    let p = only(&format!("{OPENAI}tpm = 100\n"), "providers[0].tpm", 6);
+    assert!(
+        p.message
+            .contains("the 256 output tokens reserved for a request without max_tokens"),
+        "{p:#?}"
+    );
+    let p = only(
+        &format!("{OPENAI}tpm = 100000\ntpm_burst = 255\n"),
+        "providers[0].tpm_burst",
+        7,
+    );
+    assert!(p.message.starts_with("tpm_burst = 255 "), "{p:#?}");
+    load(&format!("{OPENAI}tpm = 256\n")).unwrap();
+    // A burst large enough rescues a small rate.
+    load(&format!("{OPENAI}tpm = 100\ntpm_burst = 1000\n")).unwrap();
+    // The check follows expected_output_tokens, wherever [rate_limit] is in the file.
+    let text = format!("{OPENAI}tpm = 100\n\n[rate_limit]\nexpected_output_tokens = 50\n");
+    load(&text).unwrap();
+    let text = format!("{OPENAI}tpm = 1000\n\n[rate_limit]\nexpected_output_tokens = 5000\n");
+    only(&text, "providers[0].tpm", 6);
+    // A model entry is checked with its merged values, at its own key.
+    let text = format!("{OPENAI}tpm = 10000\nmodel_limits = {{ small = {{ tpm = 10 }} }}\n");
+    let p = only(&text, "providers[0].model_limits.small.tpm", 7);
+    assert_eq!(p.column, Some(34), "{p:#?}");
+}
+
+#[test]
+fn model_limits_need_the_model_scope() {
+    let text = format!(
+        "{OPENAI}limit_scope = \"provider\"\nrpm = 60\nmodel_limits = {{ m = {{ rpm = 10 }} }}\n"
+    );
+    let p = only(&text, "providers[0].model_limits", 8);
+    assert!(p.message.contains("limit_scope = \"model\""), "{p:#?}");
+}
+
+#[test]
+fn context_policy_overrides_merge_over_policy() {
+    let text = format!(
+        r#"[policy]
+on_context_overflow = "truncate"
+context_buffer = 0
+default_output_tokens = 1000
+default_context_window = 32000
+{OPENAI}
+[[models]]
+name = "a"
+targets = ["openai/x"]
+on_context_overflow = "fallback"
+default_output_tokens = 2000
+context_window = 8000
+max_output = 8000
+
+[[models]]
+name = "b"
+targets = ["openai/y"]
+"#
+    );
+    let config = load(&text).unwrap();
+    let top = ContextPolicy {
+        on_overflow: OnOverflow::Truncate,
+        default_output: 1000,
+        buffer: 0,
+        default_window: Some(32_000),
+    };
+    assert_eq!(config.context, top);
+    // The retry policy is untouched by the context keys.
+    assert_eq!(config.policy, RetryPolicy::default());
+    let a = config.model("a").unwrap();
+    assert_eq!(
+        a.context,
+        ContextPolicy {
+            on_overflow: OnOverflow::Fallback,
+            default_output: 2000,
+            ..top
+        }
+    );
+    assert_eq!((a.context_window, a.max_output), (Some(8000), Some(8000)));
+    assert_eq!(a.policy, RetryPolicy::default());
+    let b = config.model("b").unwrap();
+    assert_eq!(b.context, top);
+    assert_eq!((b.context_window, b.max_output), (None, None));
+    // "error" spelled out.
+    let config = load("[policy]\non_context_overflow = \"error\"\n").unwrap();
+    assert_eq!(config.context.on_overflow, OnOverflow::Error);
+}
+
+#[test]
+fn invalid_context_values_are_reported_with_path_and_line() {
+    let text = format!(
+        r#"[policy]
+on_context_overflow = "drop"
+context_buffer = -1
+default_output_tokens = 0
+default_context_window = 0
+{OPENAI}
+[[models]]
+name = "m"
+targets = ["openai/x"]
+on_context_overflow = "Error"
+context_window = 0
+max_output = -3
+"#
+    );
+    let problems = problems(&text);
+    let found: Vec<(&str, usize)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.line.unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("policy.on_context_overflow", 2),
+            ("policy.context_buffer", 3),
+            ("policy.default_output_tokens", 4),
+            ("policy.default_context_window", 5),
+            ("models[0].on_context_overflow", 15),
+            ("models[0].context_window", 16),
+            ("models[0].max_output", 17),
+        ],
+        "{problems:#?}"
+    );
+    assert!(
+        at(&problems, "policy.on_context_overflow")
+            .message
+            .contains(r#""error", "truncate" or "fallback""#),
+        "{problems:#?}"
+    );
+    assert_eq!(
+        at(&problems, "policy.context_buffer").message,
+        "must not be negative, got -1"
+    );
+    assert_eq!(
+        at(&problems, "models[0].max_output").message,
+        "must be at least 1, got -3"
+    );
+    // The parser still checks types.
+    only(
+        "[policy]\ndefault_output_tokens = \"4k\"\n",
+        "policy.default_output_tokens",
+        2,
+    );
+    let text = format!(
+        "{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"openai/x\"]\ncontext_windw = 1\n"
+    );
+    only(&text, "models[0].context_windw", 10);
+}
+
+#[test]
+fn context_windows_must_leave_room_for_the_prompt() {
+    // [policy]: 4096 + 100 reserved leave nothing of a 4196-token window.
+    let p = only(
+        "[policy]\ndefault_context_window = 4196\n",
+        "policy.default_context_window",
+        2,
+    );
+    assert!(
+        p.message.contains("leaves no room for the prompt"),
+        "{p:#?}"
+    );
+    assert!(p.message.contains("reserve 4196 tokens"), "{p:#?}");
+    load("[policy]\ndefault_context_window = 4197\n").unwrap();
+
+    // A model raising the reservation over an inherited window is told where the window is.
+    let text = format!(
+        "[policy]\ndefault_context_window = 8000\n{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"openai/x\"]\ndefault_output_tokens = 8000\n"
+    );
+    let p = only(&text, "models[0].default_output_tokens", 12);
+    assert!(
+        p.message
+            .ends_with("(default_context_window is inherited from [policy])"),
+        "{p:#?}"
+    );
+
+    // A model's own window, against its own reservation.
+    let models = |keys: &str| {
+        format!("{OPENAI}\n[[models]]\nname = \"m\"\ntargets = [\"openai/x\"]\n{keys}")
+    };
+    let p = only(
+        &models("context_window = 4000\n"),
+        "models[0].context_window",
+        10,
+    );
+    assert!(p.message.contains("lower default_output_tokens"), "{p:#?}");
+    let config = load(&models(
+        "context_window = 4000\ndefault_output_tokens = 1000\n",
+    ))
+    .unwrap();
+    assert_eq!(config.models[0].context_window, Some(4000));
+
+    // max_output is not above the window.
+    let p = only(
+        &models("context_window = 32000\nmax_output = 32001\n"),
+        "models[0].max_output",
+        11,
+    );
+    assert_eq!(
+        p.message,
+        "max_output (32001) is above context_window (32000)"
+    );
+    let config = load(&models("max_output = 1000000\n")).unwrap();
+    assert_eq!(config.models[0].max_output, Some(1_000_000));
+}
+
+#[test]
+fn rate_limit_keys_and_types_are_checked_by_the_parser() {
+    let p = only("[rate_limit]\nbacknd = \"redis\"\n", "rate_limit.backnd", 2);
+    assert!(p.message.contains("unknown field `backnd`"), "{p:#?}");
+    only(
+        "[rate_limit]\nper_client_key = \"yes\"\n",
+        "rate_limit.per_client_key",
+        2,
+    );
+    let p = only(
+        "[rate_limit]\nredis_url = 6379\n",
+        "rate_limit.redis_url",
+        2,
+    );
+    assert!(p.message.contains("redis://127.0.0.1:6379"), "{p:#?}");
+    let p = only(
+        "[rate_limit]\nmax_queue_wait = 30\n",
+        "rate_limit.max_queue_wait",
+        2,
+    );
+    assert!(p.message.contains("a duration like"), "{p:#?}");
+    only(&format!("{OPENAI}rpm = \"500\"\n"), "providers[0].rpm", 6);
+    let p = only(
+        &format!("{OPENAI}model_limits = {{ m = {{ rph = 5 }} }}\n"),
+        "providers[0].model_limits.m.rph",
+        6,
+    );
+    assert!(p.message.contains("rph"), "{p:#?}");
+    only(
+        &format!("{OPENAI}rpm_brust = 5\n"),
+        "providers[0].rpm_brust",
+        6,
+    );
 }
