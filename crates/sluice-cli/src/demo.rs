@@ -1,5 +1,7 @@
 //! `sluice demo`: the same batch of requests, once straight to a faulty provider and once
 //! through Sluice, side by side. Everything runs in-process on loopback; no API key needed.
+//! The gateway's status page shows the run live (its URL is printed first); `--hold` keeps the
+//! gateway serving after the table, so the page can be read at leisure.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ pub struct DemoArgs {
     /// Share whose connection is reset before any byte.
     #[arg(long, default_value_t = 0.03)]
     p_reset: f64,
+    /// After the table, keep the gateway (and its status page) serving until ctrl-c.
+    #[arg(long)]
+    hold: bool,
 }
 
 struct PathRun {
@@ -106,13 +111,14 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
-            "mock provider {} (faults: {:.0}% 429 with retry-after 250ms, {:.0}% 503, {:.0}% 529, {:.0}% resets)\nsluice gateway {}",
+            "mock provider {} (faults: {:.0}% 429 with retry-after 250ms, {:.0}% 503, {:.0}% 529, {:.0}% resets)\nsluice gateway {}\nwatch it live: {}",
             mock.base_url(),
             args.p_429 * 100.0,
             args.p_503 * 100.0,
             args.p_529 * 100.0,
             args.p_reset * 100.0,
             gateway.base_url(),
+            gateway.status_url(),
         );
     }
     let http = loadgen::http_client(args.concurrency * 2);
@@ -134,8 +140,19 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         "demo",
     )
     .await;
-    let _ = gateway.shutdown().await;
     print_table(&direct, &through);
+    if args.hold {
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "\nThe gateway keeps serving; its status page: {}\nPress ctrl-c to stop.",
+                gateway.status_url()
+            );
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = gateway.shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -147,6 +147,9 @@ struct ServeArgs {
     /// Listen address (overrides the config's server.listen).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Collect no metrics: no /metrics, /status or /status.json (overrides server.metrics).
+    #[arg(long)]
+    no_metrics: bool,
     /// Settings of the built-in mock provider of the embedded default (no --config, no --upstream).
     #[command(
         flatten,
@@ -373,6 +376,9 @@ fn serve_config(args: &ServeArgs) -> Result<(Config, GatewayOptions, &'static st
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if args.no_metrics {
+        config.server.metrics = false;
+    }
     Ok((config, options, origin))
 }
 
@@ -385,6 +391,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("{warning}");
     }
     let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
+    let metrics = config.server.metrics;
     let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
     let gateway = match Gateway::build(config, options).await {
         Ok(g) => g,
@@ -395,6 +403,21 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return usage_error(&format!("cannot listen on {listen}: {e}")),
     };
     let addr = listener.local_addr().unwrap_or(listen);
+    let admin = match admin_listen {
+        Some(admin) => match tokio::net::TcpListener::bind(admin).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return usage_error(&format!(
+                    "cannot listen on {admin} (server.admin_listen): {e}"
+                ));
+            }
+        },
+        None => None,
+    };
+    let observability_addr = admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(addr);
     let example_model = if origin == "embedded default" {
         "mock/mock-1"
     } else if let Some(m) = gateway.config().models.first() {
@@ -415,9 +438,18 @@ async fn serve(args: ServeArgs) -> ExitCode {
             out,
             "Try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"{example_model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
         );
+        if metrics {
+            let _ = writeln!(
+                out,
+                "Status page: http://{observability_addr}/status (metrics: http://{observability_addr}/metrics)"
+            );
+        }
         let _ = out.flush();
     }
-    match gateway.serve(listener, shutdown_signal()).await {
+    match gateway
+        .serve_with_admin(listener, admin, shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server failed: {e}");

@@ -475,7 +475,7 @@ async fn serve_chat(
                         .into_response()
                 }
             };
-            call_headers(resp.headers_mut(), &info.target, info.attempts);
+            call_headers(resp.headers_mut(), &info);
             recorder.committed(&info, body_read, Instant::now());
             recorder.usage(response.usage.as_ref());
             recorder.outcome("ok");
@@ -505,7 +505,18 @@ async fn serve_chat(
     }
 }
 
-fn call_headers(headers: &mut HeaderMap, target: &str, attempts: u32) {
+fn call_headers(headers: &mut HeaderMap, info: &sluice::CallInfo) {
+    let (target, attempts) = (info.target.as_ref(), info.attempts);
+    if let Some(t) = &info.truncation {
+        // What the context guard dropped so the prompt fits, for the client to see.
+        let value = format!(
+            "messages={}; tokens={}; prompt_tokens={}",
+            t.dropped_messages, t.dropped_tokens, t.tokens_after
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("x-sluice-truncated", v);
+        }
+    }
     headers.insert("x-sluice-attempts", HeaderValue::from(attempts));
     if let Ok(v) = HeaderValue::from_str(target) {
         headers.insert("x-sluice-target", v);
@@ -574,8 +585,7 @@ fn sse_response(
     recorder: RequestRecorder,
     span: tracing::Span,
 ) -> Response {
-    let target = stream.target().clone();
-    let attempts = stream.attempts();
+    let info = stream.info().clone();
     let encoder = match dialect {
         Dialect::OpenAi => FrameEncoder::OpenAi,
         Dialect::Anthropic => FrameEncoder::Anthropic(Box::new(
@@ -632,7 +642,7 @@ fn sse_response(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    call_headers(h, &target, attempts);
+    call_headers(h, &info);
     resp
 }
 

@@ -41,8 +41,10 @@ pub use status::{BUCKET_MS, BUCKETS, LogHistogram, STATS_BUCKETS, StatusReport, 
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice::{Adapter, ApiKey, Client, Endpoint, OpenAiAdapter};
+use sluice::{Limiter, LimiterConfig, LocalStore, RateLimitStore};
 use sluice_mock::MockServer;
 use sluice_providers::AnthropicAdapter;
+use sluice_redis::{RedisStore, SharedConfig, SharedStore};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
@@ -71,6 +73,39 @@ pub enum StartError {
     /// `server.api_keys_env` names a variable that is unset or empty.
     #[error("server.api_keys_env: variable {0} is not set or holds no keys")]
     ClientKeys(String),
+    /// The rate-limit store could not be set up (a bad Redis URL).
+    #[error("rate_limit: {0}")]
+    RateLimit(String),
+}
+
+/// The rate limiter `[rate_limit]` asks for: local buckets, or buckets in Redis shared by every
+/// replica with a bounded local fallback while Redis is unreachable.
+fn limiter_from(config: &RateLimitConfig) -> Result<Limiter, StartError> {
+    let store: Arc<dyn RateLimitStore> = match &config.backend {
+        RateLimitBackend::Local => Arc::new(LocalStore::new()),
+        RateLimitBackend::Redis { url } => {
+            let redis = RedisStore::connect_lazy(url, &config.key_prefix)
+                .map_err(|e| StartError::RateLimit(e.to_string()))?;
+            let shared = SharedConfig {
+                expected_replicas: config.expected_replicas,
+                on_redis_down: match config.on_redis_down {
+                    OnRedisDown::Local => sluice_redis::OnRedisDown::Local,
+                    OnRedisDown::Closed => sluice_redis::OnRedisDown::Closed,
+                },
+                ..SharedConfig::default()
+            };
+            Arc::new(
+                SharedStore::new(redis, shared)
+                    .map_err(|e| StartError::RateLimit(e.to_string()))?,
+            )
+        }
+    };
+    Ok(Limiter::new(
+        store,
+        LimiterConfig {
+            max_queue_wait: config.max_queue_wait,
+        },
+    ))
 }
 
 /// How models that match no `[[models]]` entry and no `provider/` prefix are served.
@@ -97,6 +132,8 @@ impl Gateway {
     /// Builds the client, starts mock providers and reads client keys.
     pub async fn build(config: Config, options: GatewayOptions) -> Result<Self, StartError> {
         let mut mocks = Vec::new();
+        // Load the tokenizers now, off the async workers, so the first request does not pay.
+        let _ = tokio::task::spawn_blocking(sluice_core::warm_up).await;
         let mut builder = Client::builder()
             .policy(config.policy.clone())
             .breaker(config.breaker.clone())
@@ -144,6 +181,28 @@ impl Gateway {
             }
             for (model, window) in &provider.context_windows {
                 builder = builder.context_window(&format!("{}/{model}", provider.name), *window);
+            }
+            let limits = provider.limits.to_limits();
+            if !limits.is_unlimited() {
+                builder = builder.limits(&provider.name, limits);
+            }
+            if provider.limit_scope == LimitScope::Provider {
+                builder = builder.provider_wide_limits(&provider.name);
+            }
+            for (model, limits) in &provider.model_limits {
+                builder = builder.limits(&format!("{}/{model}", provider.name), limits.to_limits());
+            }
+        }
+        builder = builder
+            .limiter(limiter_from(&config.rate_limit)?)
+            .expected_output_tokens(config.rate_limit.expected_output_tokens)
+            .context_policy(config.context);
+        for model in &config.models {
+            builder = builder.route_context_policy(&model.name, model.context);
+            if let Some(window) = model.context_window {
+                for target in &model.targets {
+                    builder = builder.context_window(&target.to_string(), window);
+                }
             }
         }
         builder = builder.default_endpoint(options.default_provider.as_deref());
