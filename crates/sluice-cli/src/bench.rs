@@ -604,6 +604,7 @@ impl Bench {
                     "limit_tpm": self.args.ratelimit.limit_tpm,
                     "max_tokens": self.args.ratelimit.max_tokens,
                     "load_factor": self.args.ratelimit.load_factor,
+                    "no_limit_headers": self.args.ratelimit.no_limit_headers,
                 },
             },
             "scenarios": scenarios,

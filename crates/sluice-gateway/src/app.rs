@@ -52,6 +52,8 @@ pub struct AppState {
     pub abort_streams: watch::Receiver<bool>,
     /// Metrics and the status page's window; `None` when `server.metrics = false`.
     pub metrics: Option<Arc<Metrics>>,
+    /// Rate-limit each client key in its own buckets too (`rate_limit.per_client_key`).
+    pub per_client_key: bool,
 }
 
 /// The gateway's routes over `state`, without a socket (tests drive it with `oneshot`):
@@ -207,14 +209,7 @@ async fn require_client_key(
         return next.run(req).await;
     };
     let dialect = dialect_of(req.uri().path());
-    // OpenAI clients send `Authorization: Bearer`, Anthropic clients `x-api-key`.
-    let headers = req.headers();
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim);
+    let presented = presented_key(req.headers());
     let Some(presented) = presented else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -241,6 +236,31 @@ async fn require_client_key(
         .with_code("invalid_api_key")
         .into_response_for(dialect)
     }
+}
+
+/// The client key a request presents: OpenAI clients send `Authorization: Bearer`, Anthropic
+/// clients `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+/// The rate-limit scope of a request's client key when limits are per key: a digest, so the
+/// key itself never becomes a limiter (or Redis) key.
+fn client_scope(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    if !state.per_client_key || state.client_keys.is_none() {
+        return None;
+    }
+    let key = presented_key(headers)?;
+    // SipHash with fixed keys: the same digest on every replica of the same build.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    Some(format!("client-{:016x}", hasher.finish()))
 }
 
 fn dialect_of(path: &str) -> Dialect {
@@ -459,6 +479,7 @@ async fn serve_chat(
     recorder.model(&model, req.is_stream());
     let options = CallOptions {
         headers: forwarded_headers(headers),
+        limit_scope: client_scope(state, headers),
     };
     let span = tracing::info_span!("chat", model = %model, route = recorder.route(), stream = req.is_stream());
     match state

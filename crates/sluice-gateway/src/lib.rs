@@ -256,6 +256,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             abort_streams: abort_rx,
             metrics,
+            per_client_key: config.rate_limit.per_client_key,
         });
         Ok(Self {
             state,

@@ -5,7 +5,7 @@
 //! Prometheus answers "what happened" over any range, but only with a Prometheus server next to
 //! the gateway. The status page answers "how is it going right now" with nothing but the
 //! gateway: a [`StatusWindow`] keeps the last [`BUCKETS`] buckets of [`BUCKET_MS`] each (ten
-//! minutes) of counts and latency histograms, per target and for the gateway as a whole. A
+//! minutes of five-second buckets) of counts and latency histograms, per target and for the gateway as a whole. A
 //! bucket is reused when its slot comes round again, so memory is fixed by the number of targets,
 //! never by traffic. Every method takes the time as unix milliseconds: the window never reads a
 //! clock, so tests drive it with plain numbers.
@@ -20,13 +20,13 @@
 //! Durations are milliseconds (`*_ms`), times are unix milliseconds. A percentile is `null`
 //! when there are no samples. Series hold one value per bucket, oldest first: entry `i` covers
 //! `series_start_ms + i * bucket_ms` onwards, and the last one is the current, still-filling
-//! bucket. "Last minute" figures sum the current bucket and the five before it.
+//! bucket. "Last minute" figures sum the current bucket and the eleven before it.
 //!
 //! ```text
 //! {
 //!   "version": 1,
 //!   "now_ms": u64, "started_ms": u64,          // the gateway's start
-//!   "bucket_ms": 10000, "buckets": 60,         // series resolution and length
+//!   "bucket_ms": 5000, "buckets": 120,         // series resolution and length
 //!   "series_start_ms": u64,
 //!   "stats_window_ms": 300000,                 // what percentiles and errors_by_class cover
 //!   "gateway": {
@@ -71,13 +71,13 @@ use sluice::{BreakerState, ErrorClass, TargetStatus};
 pub(crate) const STATUS_HTML: &str = include_str!("../assets/status.html");
 
 /// Width of one bucket.
-pub const BUCKET_MS: u64 = 10_000;
+pub const BUCKET_MS: u64 = 5_000;
 /// Buckets kept: ten minutes.
-pub const BUCKETS: usize = 60;
+pub const BUCKETS: usize = 120;
 /// Buckets that percentiles and `errors_by_class` cover: five minutes.
-pub const STATS_BUCKETS: usize = 30;
+pub const STATS_BUCKETS: usize = 60;
 /// Buckets in "the last minute".
-const MINUTE_BUCKETS: usize = 6;
+const MINUTE_BUCKETS: usize = 12;
 /// Breaker transitions kept for the page.
 const MAX_EVENTS: usize = 32;
 

@@ -150,15 +150,15 @@ async fn status_json_follows_its_schema() {
         ]
     );
     assert_eq!(v["version"], 1);
-    assert_eq!(v["bucket_ms"], 10_000);
+    assert_eq!(v["bucket_ms"], 5_000);
     assert_eq!(v["stats_window_ms"], 300_000);
     let n = v["buckets"].as_u64().unwrap() as usize;
-    assert_eq!(n, 60);
+    assert_eq!(n, 120, "ten minutes");
     let now = v["now_ms"].as_u64().unwrap();
     assert!(v["started_ms"].as_u64().unwrap() <= now);
     let start = v["series_start_ms"].as_u64().unwrap();
-    assert_eq!(start % 10_000, 0);
-    assert!(start + 60 * 10_000 > now && start + 59 * 10_000 <= now);
+    assert_eq!(start % 5_000, 0);
+    assert!(start + 120 * 5_000 > now && start + 119 * 5_000 <= now);
 
     let g = &v["gateway"];
     assert!(g["in_flight"].is_i64());

@@ -104,6 +104,12 @@ pub struct MockConfig {
     /// absent: `--chunks`). Absent: unlimited.
     #[arg(long, value_name = "N")]
     pub tpm: Option<f64>,
+
+    /// With --rpm / --tpm: leave out the `x-ratelimit-*` / `anthropic-ratelimit-*` headers
+    /// (429s keep `retry-after`), for measuring a client's own limiter without what it would
+    /// learn from them. Real providers always send them.
+    #[arg(long)]
+    pub no_limit_headers: bool,
 }
 
 impl Default for MockConfig {
@@ -129,6 +135,7 @@ impl Default for MockConfig {
             model_name: "mock-1".to_owned(),
             rpm: None,
             tpm: None,
+            no_limit_headers: false,
         }
     }
 }
@@ -242,6 +249,7 @@ mod tests {
             "600",
             "--tpm",
             "1.5e4",
+            "--no-limit-headers",
         ])
         .unwrap();
         let c = cli.mock;
@@ -256,6 +264,7 @@ mod tests {
         assert_eq!(c.model_name, "m");
         assert_eq!(c.rpm, Some(600.0));
         assert_eq!(c.tpm, Some(15_000.0));
+        assert!(c.no_limit_headers);
         assert!(Cli::try_parse_from(["mock", "--ttft", "soon"]).is_err());
     }
 

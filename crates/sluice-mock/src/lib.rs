@@ -126,7 +126,8 @@
 //! rounded down; reset = time until the bucket is full again as a Go duration, `1.2s`,
 //! `6m0s`); Anthropic `anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` and the same
 //! for `tokens` (reset as an RFC 3339 time, rounded up to the second). Only limited axes get
-//! headers.
+//! headers. [`MockConfig::no_limit_headers`] (`--no-limit-headers`) leaves them out (429s keep
+//! their hints), to measure a client's own limiter apart from what it learns from them.
 //!
 //! Limits apply before the random fault draw (an admitted request may still draw a fault; a
 //! rejected one draws nothing). A request carrying `x-sluice-mock-fault` bypasses them — it is

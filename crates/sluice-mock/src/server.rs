@@ -504,7 +504,10 @@ async fn complete(
                         .model
                         .as_deref()
                         .unwrap_or(&shared.config.model_name);
-                    let resp = limit_response(dialect, &rejection, model);
+                    let mut resp = limit_response(dialect, &rejection, model);
+                    if !shared.config.no_limit_headers {
+                        limit_headers(&mut resp, dialect, &rejection.snapshot);
+                    }
                     return reject_response(
                         &shared,
                         guard,
@@ -532,15 +535,17 @@ async fn complete(
     };
 
     let mut resp = answer(&shared, &abort, guard, dialect, n, &request, step).await;
-    if let Some(snapshot) = &limits {
+    if let Some(snapshot) = &limits
+        && !shared.config.no_limit_headers
+    {
         limit_headers(&mut resp, dialect, snapshot);
     }
     with_request_id(resp, dialect, n)
 }
 
 /// The 429 of a request the limits rejected: the dialect's body, `retry-after` (seconds,
-/// rounded up) and `retry-after-ms` (none for a request that can never fit), and the
-/// rate-limit headers of both axes.
+/// rounded up) and `retry-after-ms` (none for a request that can never fit). The caller adds
+/// the rate-limit headers.
 fn limit_response(dialect: Dialect, rejection: &Rejection, model: &str) -> Response<Body> {
     let body = dialect.limit_body(rejection, model);
     let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, body);
@@ -553,7 +558,6 @@ fn limit_response(dialect: Dialect, rejection: &Rejection, model: &str) -> Respo
             headers.insert(RETRY_AFTER_MS.clone(), v);
         }
     }
-    limit_headers(&mut resp, dialect, &rejection.snapshot);
     resp
 }
 

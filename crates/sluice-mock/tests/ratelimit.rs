@@ -377,6 +377,35 @@ async fn no_limits_no_headers() {
     assert_eq!((stats.rate_limited, stats.tokens_admitted), (0, 0));
 }
 
+#[tokio::test(start_paused = true)]
+async fn no_limit_headers_keeps_the_limits_and_the_hints() {
+    let mock = Mock {
+        server: MockServer::start(MockConfig {
+            rpm: Some(1.0),
+            tpm: Some(1000.0),
+            no_limit_headers: true,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap(),
+        client: client(),
+    };
+    let h = assert_ok(mock.chat(&openai_body(false, Some(5)), None).await).await;
+    assert!(h.keys().all(|k| !k.as_str().contains("ratelimit")), "{h:?}");
+    let (h, error) = rejected(mock.chat(&openai_body(false, Some(5)), None).await).await;
+    assert_eq!(error["type"], "requests");
+    assert_eq!(header(&h, "retry-after"), "60");
+    assert!(h.keys().all(|k| !k.as_str().contains("ratelimit")), "{h:?}");
+    let resp = mock.messages(&anthropic_body(5), None).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        resp.headers()
+            .keys()
+            .all(|k| !k.as_str().contains("ratelimit"))
+    );
+    assert_eq!(mock.server.stats().rate_limited, 2);
+}
+
 /// RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`) of `now + secs`, for comparing header values as strings.
 fn rfc3339_after(now: u64, secs: u64) -> String {
     let t = now + secs;

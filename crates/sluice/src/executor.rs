@@ -30,7 +30,7 @@ use crate::client::{Client, Route, Target};
 use crate::context::{self, TruncationInfo, Verdict};
 use crate::error::{AttemptRecord, CallFailure, Error};
 use crate::health::{AttemptGuard, Availability, TargetHealth};
-use crate::limiter::{Ask, LimitError, Reservation};
+use crate::limiter::{Ask, LimitError, Reservations};
 use crate::stream::{ChatStream, Committed, EventReader, ReadError};
 
 /// Whether the caller wants the whole answer or a stream.
@@ -78,6 +78,10 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 pub struct CallOptions {
     /// Extra headers sent upstream on every attempt of this call (after the endpoint's own).
     pub headers: http::HeaderMap,
+    /// Rate-limit this call in its own buckets within each target's (per client key, say):
+    /// the limiter key becomes `target|scope`. Never put a secret here; a gateway passes a
+    /// digest of the client's key.
+    pub limit_scope: Option<String>,
 }
 
 pub(crate) async fn execute(
@@ -363,6 +367,13 @@ impl Call<'_> {
         let max_attempts = policy.max_retries + 1;
         let health = self.client.inner.health.get(target);
         let (limit_key, limits) = self.client.limit_for(target);
+        // A per-client scope adds its own buckets inside the target's: both must admit.
+        let scoped_key: Option<Arc<str>> = match &self.options.limit_scope {
+            Some(scope) if !limits.is_unlimited() => {
+                Some(Arc::from(format!("{limit_key}|{scope}")))
+            }
+            _ => None,
+        };
         let mut upstream_req = req.clone();
         upstream_req.model = target.model().to_owned();
         let mut retries = 0u32;
@@ -403,12 +414,24 @@ impl Call<'_> {
                 tokens: prompt as f64 + output as f64,
             };
             let queued = Instant::now();
-            let reserved = self
-                .client
-                .inner
-                .limiter
-                .reserve(&limit_key, &limits, ask, self.deadline.at())
-                .await;
+            let limiter = &self.client.inner.limiter;
+            let reserved = async {
+                let mut held = Reservations::default();
+                if let Some(key) = &scoped_key {
+                    held.push(
+                        limiter
+                            .reserve(key, &limits, ask, self.deadline.at())
+                            .await?,
+                    );
+                }
+                held.push(
+                    limiter
+                        .reserve(&limit_key, &limits, ask, self.deadline.at())
+                        .await?,
+                );
+                Ok::<_, LimitError>(held)
+            }
+            .await;
             Waits::add(&self.waits.backoff_nanos, queued.elapsed());
             let mut reservation = match reserved {
                 Ok(r) => Some(r),
@@ -650,7 +673,7 @@ impl Call<'_> {
     async fn attempt(
         &self,
         setup: AttemptSetup<'_>,
-        reservation: &mut Option<Reservation>,
+        reservation: &mut Option<Reservations>,
     ) -> Result<Answer, UpstreamError> {
         let AttemptSetup {
             target,

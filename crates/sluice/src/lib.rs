@@ -40,7 +40,7 @@ pub use executor::{Answer, CallInfo, CallOptions};
 pub use health::TargetStatus;
 pub use limiter::{
     Ask, Grant, LearnedLimits, Levels, LimitError, Limiter, LimiterConfig, Limits, LocalStore,
-    RateLimitStore, Reservation, StoreError,
+    RateLimitStore, Reservation, Reservations, StoreError,
 };
 pub use sluice_core::{
     BreakerConfig, BreakerState, BudgetConfig, CallEvent, ContextPolicy, ErrorClass, NoopObserver,

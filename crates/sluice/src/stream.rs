@@ -165,7 +165,7 @@ impl Stream for ChatStream {
 /// Everything the post-commit phase needs.
 pub(crate) struct Committed {
     pub(crate) info: crate::CallInfo,
-    pub(crate) reservation: Option<crate::limiter::Reservation>,
+    pub(crate) reservation: Option<crate::limiter::Reservations>,
     pub(crate) reader: EventReader,
     pub(crate) held: VecDeque<ChatChunk>,
     pub(crate) finished: bool,

@@ -162,3 +162,37 @@ async fn exhausted_provider_headers_pause_new_requests_until_the_reset() {
         "the second request waited for the provider's reset: {waited:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_scope_adds_its_own_buckets_inside_the_targets() {
+    let m = mock().await;
+    let limits = Limits {
+        rpm: Some(10.0),
+        ..Limits::UNLIMITED
+    };
+    let c = Client::builder()
+        .endpoint(endpoint("p", &m, ""))
+        .limits("p", limits)
+        .build()
+        .unwrap();
+    let options = CallOptions {
+        limit_scope: Some("client-a".into()),
+        ..CallOptions::default()
+    };
+    for _ in 0..2 {
+        c.execute(ChatRequest::user("p/m", "hi"), &options)
+            .await
+            .unwrap();
+    }
+    c.execute(ChatRequest::user("p/m", "hi"), &CallOptions::default())
+        .await
+        .unwrap();
+    let scoped = c.limiter().levels("p/m|client-a", &limits).await.unwrap();
+    let target = c.limiter().levels("p/m", &limits).await.unwrap();
+    assert_eq!(scoped.requests, Some(8.0), "the client's own bucket");
+    assert_eq!(
+        target.requests,
+        Some(7.0),
+        "the target's bucket counts every client"
+    );
+}

@@ -61,6 +61,11 @@ pub struct RateLimitArgs {
     /// The redis-server executable for the 3-replica runs.
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
+    /// Diagnostic: start the mock with --no-limit-headers (no `x-ratelimit-*` headers, 429s
+    /// keep `retry-after`), so the gateway's configured limits act without what it would learn
+    /// from those headers. Real providers always send them.
+    #[arg(long)]
+    pub no_limit_headers: bool,
 }
 
 impl Default for RateLimitArgs {
@@ -73,6 +78,7 @@ impl Default for RateLimitArgs {
             max_tokens: 50,
             load_factor: 2.0,
             redis_server: PathBuf::from("redis-server"),
+            no_limit_headers: false,
         }
     }
 }
@@ -711,6 +717,7 @@ impl Bench {
             "prompt_tokens_estimate": args.cost() - args.max_tokens,
             "tokens_per_request": args.cost(),
             "binding_axis": binding,
+            "mock_sends_limit_headers": !args.no_limit_headers,
             "admitted_requests_per_min": round3(admitted_rpm),
             "load_factor": args.load_factor,
             "offered_rps": round3(rate),
@@ -775,7 +782,7 @@ impl Bench {
         };
 
         let mock_addr = free_port()?;
-        let mock_args: Vec<String> = vec![
+        let mut mock_args: Vec<String> = vec![
             "mock".into(),
             "--listen".into(),
             mock_addr.to_string(),
@@ -792,6 +799,9 @@ impl Bench {
             "--log".into(),
             "warn".into(),
         ];
+        if args.no_limit_headers {
+            mock_args.push("--no-limit-headers".into());
+        }
         let mock = spawn("mock", &exe, &mock_args, mock_addr)?;
         let mock = self.wait_ready(mock, "/stats").await?;
         let mock_url = mock.url();

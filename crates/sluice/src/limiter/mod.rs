@@ -590,5 +590,31 @@ impl Reservation {
     }
 }
 
+/// The reservations one attempt holds: the target's, and a per-client one inside it when
+/// the call has a limit scope. Settled together.
+#[derive(Debug, Default)]
+pub struct Reservations(Vec<Reservation>);
+
+impl Reservations {
+    /// Adds one.
+    pub fn push(&mut self, r: Reservation) {
+        self.0.push(r);
+    }
+
+    /// Corrects every reservation by the actual usage.
+    pub async fn reconcile(self, actual_tokens: f64) {
+        for r in self.0 {
+            r.reconcile(actual_tokens).await;
+        }
+    }
+
+    /// Gives the tokens of every reservation back.
+    pub async fn refund(self) {
+        for r in self.0 {
+            r.refund().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
