@@ -317,7 +317,7 @@ impl ProviderConfig {
     /// An in-process mock provider running `mock`, with nothing else set, as
     /// [`ProviderConfig::openai`].
     pub fn mock(name: &str, mock: MockConfig) -> Self {
-        Self::with_kind(name, ProviderKind::Mock(mock))
+        Self::with_kind(name, ProviderKind::Mock(Box::new(mock)))
     }
 
     fn with_kind(name: &str, kind: ProviderKind) -> Self {
@@ -395,7 +395,7 @@ pub enum ProviderKind {
         base_url: String,
     },
     /// The in-process fault-injecting mock provider.
-    Mock(MockConfig),
+    Mock(Box<MockConfig>),
 }
 
 /// One `[[models]]` entry: a model name clients send and the chain of targets serving it.

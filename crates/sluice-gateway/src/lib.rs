@@ -145,12 +145,12 @@ impl Gateway {
                     (base_url.clone(), Arc::new(AnthropicAdapter))
                 }
                 ProviderKind::Mock(mock) => {
-                    let server = MockServer::start(mock.clone()).await.map_err(|source| {
-                        StartError::Mock {
+                    let server = MockServer::start((**mock).clone())
+                        .await
+                        .map_err(|source| StartError::Mock {
                             provider: provider.name.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     let url = server.base_url();
                     mocks.push((provider.name.clone(), server));
                     (url, Arc::new(OpenAiAdapter))

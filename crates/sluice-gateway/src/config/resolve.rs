@@ -1124,7 +1124,7 @@ impl Checker<'_> {
                 if p.base_url.is_some() {
                     return None;
                 }
-                mock.map(ProviderKind::Mock)
+                mock.map(|m| ProviderKind::Mock(Box::new(m)))
             }
             other => {
                 self.report(

@@ -171,7 +171,7 @@ fn example_sluice_toml_parses_and_states_the_defaults() {
         panic!("{config:#?}")
     };
     assert_eq!(
-        *mock,
+        **mock,
         MockConfig {
             p_429: 0.3,
             retry_after: Some(Duration::from_secs(1)),
@@ -1196,7 +1196,7 @@ fn constructors_build_plain_entries() {
         }
     );
     let mock = ProviderConfig::mock("m", MockConfig::default());
-    assert_eq!(mock.kind, ProviderKind::Mock(MockConfig::default()));
+    assert_eq!(mock.kind, ProviderKind::Mock(Box::default()));
 
     let model = ModelConfig::new(
         "m",
