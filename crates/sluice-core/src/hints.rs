@@ -83,7 +83,15 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
             return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
         }
     }
-    openai_reset(headers).or_else(|| anthropic_reset(headers, now))
+    // No explicit hint: the reset of an exhausted bucket, from the one parser of the
+    // rate-limit headers (OpenAI's and Anthropic's).
+    let snapshot = crate::RateLimitSnapshot::from_headers(headers, now)?;
+    [snapshot.requests, snapshot.tokens]
+        .into_iter()
+        .flatten()
+        .filter(crate::BucketView::is_exhausted)
+        .map(|view| view.reset)
+        .max()
 }
 
 /// A non-negative finite number of seconds (or milliseconds); integers are converted exactly.
@@ -102,45 +110,6 @@ fn parse_number(value: &str, millis: bool) -> Option<Duration> {
     let secs = if millis { n / 1000.0 } else { n };
     // Only overflow is left to fail; such a hint is "forever", kept for the caller to cap.
     Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
-}
-
-fn is_zero(value: &http::HeaderValue) -> bool {
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        == Some(0.0)
-}
-
-fn openai_reset(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let kind = name.as_str().strip_prefix("x-ratelimit-remaining-")?;
-            if !is_zero(value) {
-                return None;
-            }
-            header(headers, &format!("x-ratelimit-reset-{kind}")).and_then(parse_go_duration)
-        })
-        .max()
-}
-
-fn anthropic_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let latest = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let kind = name
-                .as_str()
-                .strip_prefix("anthropic-ratelimit-")?
-                .strip_suffix("-remaining")?;
-            if !is_zero(value) {
-                return None;
-            }
-            let reset = header(headers, &format!("anthropic-ratelimit-{kind}-reset"))?;
-            humantime::parse_rfc3339(reset).ok()
-        })
-        .max()?;
-    Some(latest.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Units in match order: `ms` must be tried before `m`.
@@ -421,8 +390,10 @@ mod tests {
         // retry-after beats the reset headers.
         let with_hint = format!("{both_empty}\nretry-after: 2");
         assert_eq!(hints(&with_hint).retry_after, Some(Duration::from_secs(2)));
-        // Any bucket kind counts, e.g. the usage-based variants.
-        let usage = "x-ratelimit-remaining-tokens_usage_based: 0
+        // Any bucket kind counts, e.g. the usage-based variants (sent, like every family,
+        // with its limit; the rate-limit header parser needs all three to trust a family).
+        let usage = "x-ratelimit-limit-tokens_usage_based: 90000
+                     x-ratelimit-remaining-tokens_usage_based: 0
                      x-ratelimit-reset-tokens_usage_based: 6m0s";
         assert_eq!(hints(usage).retry_after, Some(Duration::from_secs(360)));
     }

@@ -91,7 +91,7 @@ impl ApiError {
     /// Anthropic's `error.type` for this error.
     pub fn anthropic_type(&self) -> &'static str {
         if let Some(class) = self.class {
-            return anthropic_type_for_class(class);
+            return sluice_providers::anthropic_error_type(class);
         }
         match self.status.as_u16() {
             401 => "authentication_error",
@@ -256,23 +256,6 @@ fn openai_type_for_class(class: ErrorClass) -> &'static str {
         | ErrorClass::Timeout
         | ErrorClass::Transport
         | ErrorClass::StreamInterrupted => "server_error",
-    }
-}
-
-/// Anthropic's `error.type` for a class.
-fn anthropic_type_for_class(class: ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::RateLimited => "rate_limit_error",
-        ErrorClass::QuotaExhausted => "billing_error",
-        ErrorClass::Auth => "authentication_error",
-        ErrorClass::BadRequest | ErrorClass::ContextLength | ErrorClass::ContentPolicy => {
-            "invalid_request_error"
-        }
-        ErrorClass::Overloaded => "overloaded_error",
-        ErrorClass::Timeout => "timeout_error",
-        ErrorClass::ServerError | ErrorClass::Transport | ErrorClass::StreamInterrupted => {
-            "api_error"
-        }
     }
 }
 

@@ -675,13 +675,18 @@ fn push_text(blocks: &mut Vec<Value>, text: &str) {
     }
 }
 
-fn object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, TranslateError> {
+/// `value` as a JSON object, or an error naming `path` (both translation directions use it).
+pub(super) fn object<'v>(
+    value: &'v Value,
+    path: &str,
+) -> Result<&'v Map<String, Value>, TranslateError> {
     value
         .as_object()
         .ok_or_else(|| TranslateError::invalid(path, "must be an object"))
 }
 
-fn string_field<'v>(
+/// The string field `key` of `obj`, required.
+pub(super) fn string_field<'v>(
     obj: &'v Map<String, Value>,
     key: &str,
     path: &str,

@@ -185,7 +185,7 @@ fn reverse_system(value: &Value) -> Result<Option<Message>, TranslateError> {
             let mut parts = Vec::with_capacity(blocks.len());
             for (i, block) in blocks.iter().enumerate() {
                 let path = format!("system[{i}]");
-                let obj = block_object(block, &path)?;
+                let obj = super::request::object(block, &path)?;
                 if obj.get("type").and_then(Value::as_str) != Some("text") {
                     return Err(TranslateError::untranslatable(
                         format!("{path}.type"),
@@ -193,7 +193,7 @@ fn reverse_system(value: &Value) -> Result<Option<Message>, TranslateError> {
                     ));
                 }
                 check_block_keys(obj, &path, &["type", "text"])?;
-                parts.push(json!({"type": "text", "text": text_field(obj, "text", &path)?}));
+                parts.push(json!({"type": "text", "text": super::request::string_field(obj, "text", &path)?}));
             }
             if parts.is_empty() {
                 return Ok(None);
@@ -217,7 +217,7 @@ fn reverse_messages(value: &Value, out: &mut Vec<Message>) -> Result<(), Transla
         .ok_or_else(|| TranslateError::invalid("messages", "must be an array"))?;
     for (i, m) in messages.iter().enumerate() {
         let path = format!("messages[{i}]");
-        let obj = block_object(m, &path)?;
+        let obj = super::request::object(m, &path)?;
         for (key, v) in obj {
             if !v.is_null() && key != "role" && key != "content" {
                 return Err(TranslateError::untranslatable(
@@ -265,11 +265,11 @@ fn reverse_user(content: &Value, path: &str, out: &mut Vec<Message>) -> Result<(
     let mut parts = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
         let bpath = format!("{path}.content[{j}]");
-        let obj = block_object(block, &bpath)?;
+        let obj = super::request::object(block, &bpath)?;
         match obj.get("type").and_then(Value::as_str) {
             Some("text") => {
                 check_block_keys(obj, &bpath, &["type", "text"])?;
-                parts.push(json!({"type": "text", "text": text_field(obj, "text", &bpath)?}));
+                parts.push(json!({"type": "text", "text": super::request::string_field(obj, "text", &bpath)?}));
             }
             Some("image") => {
                 check_block_keys(obj, &bpath, &["type", "source"])?;
@@ -318,7 +318,7 @@ fn tool_message(
     path: &str,
     moved_images: &mut Vec<Value>,
 ) -> Result<Message, TranslateError> {
-    let id = text_field(obj, "tool_use_id", path)?;
+    let id = super::request::string_field(obj, "tool_use_id", path)?;
     let is_error = match obj.get("is_error") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -338,11 +338,11 @@ fn tool_message(
             as_parts = true;
             for (k, block) in blocks.iter().enumerate() {
                 let bpath = format!("{path}.content[{k}]");
-                let inner = block_object(block, &bpath)?;
+                let inner = super::request::object(block, &bpath)?;
                 match inner.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         check_block_keys(inner, &bpath, &["type", "text"])?;
-                        texts.push(text_field(inner, "text", &bpath)?.to_owned());
+                        texts.push(super::request::string_field(inner, "text", &bpath)?.to_owned());
                     }
                     Some("image") => {
                         check_block_keys(inner, &bpath, &["type", "source"])?;
@@ -406,11 +406,11 @@ fn reverse_assistant(content: &Value, path: &str) -> Result<Message, TranslateEr
     let mut tool_calls = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
         let bpath = format!("{path}.content[{j}]");
-        let obj = block_object(block, &bpath)?;
+        let obj = super::request::object(block, &bpath)?;
         match obj.get("type").and_then(Value::as_str) {
             Some("text") => {
                 check_block_keys(obj, &bpath, &["type", "text"])?;
-                texts.push(text_field(obj, "text", &bpath)?.to_owned());
+                texts.push(super::request::string_field(obj, "text", &bpath)?.to_owned());
             }
             Some("tool_use") => {
                 check_block_keys(obj, &bpath, &["type", "id", "name", "input"])?;
@@ -419,10 +419,10 @@ fn reverse_assistant(content: &Value, path: &str) -> Result<Message, TranslateEr
                     .cloned()
                     .unwrap_or_else(|| Value::Object(Map::new()));
                 tool_calls.push(json!({
-                    "id": text_field(obj, "id", &bpath)?,
+                    "id": super::request::string_field(obj, "id", &bpath)?,
                     "type": "function",
                     "function": {
-                        "name": text_field(obj, "name", &bpath)?,
+                        "name": super::request::string_field(obj, "name", &bpath)?,
                         "arguments": input.to_string(),
                     },
                 }));
@@ -474,10 +474,10 @@ fn image_part(obj: &Map<String, Value>, path: &str) -> Result<Value, TranslateEr
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => format!(
             "data:{};base64,{}",
-            text_field(source, "media_type", &spath)?,
-            text_field(source, "data", &spath)?
+            super::request::string_field(source, "media_type", &spath)?,
+            super::request::string_field(source, "data", &spath)?
         ),
-        Some("url") => text_field(source, "url", &spath)?.to_owned(),
+        Some("url") => super::request::string_field(source, "url", &spath)?.to_owned(),
         _ => {
             return Err(TranslateError::untranslatable(
                 format!("{spath}.type"),
@@ -495,7 +495,7 @@ fn reverse_tools(value: &Value) -> Result<Value, TranslateError> {
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         let path = format!("tools[{i}]");
-        let obj = block_object(tool, &path)?;
+        let obj = super::request::object(tool, &path)?;
         match obj.get("type") {
             None | Some(Value::Null) => {}
             Some(Value::String(t)) if t == "custom" => {}
@@ -510,7 +510,7 @@ fn reverse_tools(value: &Value) -> Result<Value, TranslateError> {
         let mut function = Map::new();
         function.insert(
             "name".into(),
-            Value::String(text_field(obj, "name", &path)?.to_owned()),
+            Value::String(super::request::string_field(obj, "name", &path)?.to_owned()),
         );
         if let Some(d) = obj.get("description").filter(|d| !d.is_null()) {
             function.insert("description".into(), d.clone());
@@ -548,7 +548,7 @@ fn reverse_tool_choice(value: &Value) -> Result<(Value, bool), TranslateError> {
         Some("any") => json!("required"),
         Some("none") => json!("none"),
         Some("tool") => {
-            let name = text_field(obj, "name", "tool_choice")?;
+            let name = super::request::string_field(obj, "name", "tool_choice")?;
             json!({"type": "function", "function": {"name": name}})
         }
         _ => {
@@ -559,25 +559,6 @@ fn reverse_tool_choice(value: &Value) -> Result<(Value, bool), TranslateError> {
         }
     };
     Ok((choice, disable))
-}
-
-fn block_object<'v>(
-    value: &'v Value,
-    path: &str,
-) -> Result<&'v Map<String, Value>, TranslateError> {
-    value
-        .as_object()
-        .ok_or_else(|| TranslateError::invalid(path, "must be an object"))
-}
-
-fn text_field<'v>(
-    obj: &'v Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<&'v str, TranslateError> {
-    obj.get(key).and_then(Value::as_str).ok_or_else(|| {
-        TranslateError::invalid(format!("{path}.{key}"), "is required and must be a string")
-    })
 }
 
 /// Rejects every non-null key of a block that is neither `allowed` nor in
