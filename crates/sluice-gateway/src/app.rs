@@ -389,6 +389,13 @@ fn parse_json_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
 
 /// Parses a Chat Completions body, with errors that say what to fix.
 fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    // The common case in one pass: a well-formed request parses straight into its type. Only a
+    // failure takes the slower path that says exactly what is wrong.
+    if let Ok(req) = serde_json::from_slice::<ChatRequest>(body) {
+        if !req.messages.is_empty() {
+            return Ok(req);
+        }
+    }
     let value = parse_json_object(body)?;
     let missing = |field: &str| -> ApiError {
         ApiError::invalid_request(

@@ -214,8 +214,22 @@ impl Call<'_> {
                     });
                 }
                 let ctx = &self.route.context;
-                let prompt = context::count_prompt(target.model(), &req).await;
                 let window = context::window_of(target, ctx);
+                // Counting costs a tokenizer pass; skip it when neither a window nor a rate
+                // limit (configured or learned) will look at the count.
+                let (limit_key, limits) = self.client.limit_for(target);
+                let counted = window.is_some()
+                    || !self
+                        .client
+                        .inner
+                        .limiter
+                        .effective_limits(&limit_key, &limits)
+                        .is_unlimited();
+                let prompt = if counted {
+                    context::count_prompt(target.model(), &req).await
+                } else {
+                    0
+                };
                 let larger_later = self.route.targets[index + 1..].iter().any(
                     |t| matches!((window, context::window_of(t, ctx)), (Some(w), Some(l)) if l > w),
                 );
@@ -522,6 +536,9 @@ impl Call<'_> {
                 && self.route.context.on_overflow != OnOverflow::Error
             {
                 context_retried = true;
+                if prompt == 0 {
+                    prompt = context::count_prompt(target.model(), &upstream_req).await;
+                }
                 let window = context::window_from_message(&err.message).or(context::window_of(
                     target,
                     &self.route.context,
