@@ -13,6 +13,7 @@
 //! stream with a `StreamInterrupted` item (see `stream.rs`) and are never retried: the caller
 //! has already seen those tokens, and a replay would duplicate them.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,6 +163,20 @@ struct AttemptSetup<'a> {
     truncation: Option<TruncationInfo>,
 }
 
+/// What the context guard decided for one target.
+enum Prepared<'r> {
+    /// Send this request (the caller's, or a truncated copy) with this many prompt tokens.
+    Send {
+        request: Cow<'r, ChatRequest>,
+        prompt: usize,
+        truncation: Option<TruncationInfo>,
+    },
+    /// Too large here; a later target has a larger window.
+    Larger(TargetFailure),
+    /// Too large, and the policy says fail.
+    Fail(TargetFailure),
+}
+
 /// How a target's turn in the chain ended without an answer.
 enum TargetOutcome {
     /// Attempts were made and failed.
@@ -213,59 +228,24 @@ impl Call<'_> {
                         to: target.name().clone(),
                     });
                 }
-                let ctx = &self.route.context;
-                let window = context::window_of(target, ctx);
-                // Counting costs a tokenizer pass; skip it when neither a window nor a rate
-                // limit (configured or learned) will look at the count.
-                let (limit_key, limits) = self.client.limit_for(target);
-                let counted = window.is_some()
-                    || !self
-                        .client
-                        .inner
-                        .limiter
-                        .effective_limits(&limit_key, &limits)
-                        .is_unlimited();
-                let prompt = if counted {
-                    context::count_prompt(target.model(), &req).await
-                } else {
-                    0
+                let (to_send, prompt, truncation) = match self.prepare(index, target, &req).await {
+                    Prepared::Send {
+                        request,
+                        prompt,
+                        truncation,
+                    } => (request, prompt, truncation),
+                    Prepared::Larger(f) => {
+                        overflowed_window = Some(context::window_of(target, &self.route.context));
+                        failure.get_or_insert(f);
+                        previous = Some(target);
+                        continue;
+                    }
+                    Prepared::Fail(f) => {
+                        failure = Some(f);
+                        previous = Some(target);
+                        continue;
+                    }
                 };
-                let larger_later = self.route.targets[index + 1..].iter().any(
-                    |t| matches!((window, context::window_of(t, ctx)), (Some(w), Some(l)) if l > w),
-                );
-                let (to_send, truncation) =
-                    match context::guard(target, &req, prompt, ctx, larger_later, None).await {
-                        Verdict::Send(None) => (std::borrow::Cow::Borrowed(&req), None),
-                        Verdict::Send(Some((truncated, info))) => {
-                            (std::borrow::Cow::Owned(truncated), Some(info))
-                        }
-                        Verdict::Larger => {
-                            self.skip(target, "context_fallback");
-                            overflowed_window = Some(window);
-                            failure.get_or_insert(TargetFailure {
-                                last: UpstreamError::new(
-                                    ErrorClass::ContextLength,
-                                    format!(
-                                        "the prompt ({prompt} tokens) does not fit {}",
-                                        target.name()
-                                    ),
-                                ),
-                                reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
-                            });
-                            previous = Some(target);
-                            continue;
-                        }
-                        Verdict::Fail(err) => {
-                            tracing::warn!(upstream = %target.name(), "{}", err.message);
-                            failure = Some(TargetFailure {
-                                last: err,
-                                reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
-                            });
-                            previous = Some(target);
-                            continue;
-                        }
-                    };
-                let prompt = truncation.map_or(prompt, |t| t.tokens_after);
                 match self
                     .run_target(target, &to_send, prompt, truncation, &mut records)
                     .await
@@ -297,6 +277,68 @@ impl Call<'_> {
                     failure = None;
                 }
                 _ => return Err(self.fail(failure, records, tried)),
+            }
+        }
+    }
+
+    /// The context guard for one target: counts the prompt when a window or a rate limit will
+    /// read the count, and applies the route's overflow policy.
+    async fn prepare<'r>(
+        &self,
+        index: usize,
+        target: &Target,
+        req: &'r ChatRequest,
+    ) -> Prepared<'r> {
+        let ctx = &self.route.context;
+        let window = context::window_of(target, ctx);
+        // Counting costs a tokenizer pass; skip it when neither a window nor a rate limit
+        // (configured or learned) will look at the count.
+        let (limit_key, limits) = self.client.limit_for(target);
+        let counted = window.is_some()
+            || !self
+                .client
+                .inner
+                .limiter
+                .effective_limits(&limit_key, &limits)
+                .is_unlimited();
+        let prompt = if counted {
+            context::count_prompt(target.model(), req).await
+        } else {
+            0
+        };
+        let larger_later = self.route.targets[index + 1..]
+            .iter()
+            .any(|t| matches!((window, context::window_of(t, ctx)), (Some(w), Some(l)) if l > w));
+        match context::guard(target, req, prompt, ctx, larger_later, None).await {
+            Verdict::Send(None) => Prepared::Send {
+                request: Cow::Borrowed(req),
+                prompt,
+                truncation: None,
+            },
+            Verdict::Send(Some((truncated, info))) => Prepared::Send {
+                request: Cow::Owned(truncated),
+                prompt: info.tokens_after,
+                truncation: Some(info),
+            },
+            Verdict::Larger => {
+                self.skip(target, "context_fallback");
+                Prepared::Larger(TargetFailure {
+                    last: UpstreamError::new(
+                        ErrorClass::ContextLength,
+                        format!(
+                            "the prompt ({prompt} tokens) does not fit {}",
+                            target.name()
+                        ),
+                    ),
+                    reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
+                })
+            }
+            Verdict::Fail(err) => {
+                tracing::warn!(upstream = %target.name(), "{}", err.message);
+                Prepared::Fail(TargetFailure {
+                    last: err,
+                    reason: GiveUpReason::NotRetryable(ErrorClass::ContextLength),
+                })
             }
         }
     }
