@@ -63,7 +63,7 @@ pub struct BenchArgs {
     /// streaming; `streams` = only its streaming half; `throughput` = closed-loop req/s;
     /// `memory` = gateway RSS under --streams concurrent long streams; `all` = those four;
     /// `ratelimit` = provider 429s and goodput at twice a mock-enforced rate limit (not part
-    /// of `all`: about 13 minutes, or 1 with --quick).
+    /// of `all`: 9-13 minutes, about 2 with --quick).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub scenario: Vec<Scenario>,
     /// Extra arguments for every `sluice serve` child, split on whitespace
@@ -605,6 +605,7 @@ impl Bench {
                     "max_tokens": self.args.ratelimit.max_tokens,
                     "load_factor": self.args.ratelimit.load_factor,
                     "no_limit_headers": self.args.ratelimit.no_limit_headers,
+                    "max_queue_wait_s": self.args.ratelimit.max_queue_wait.as_secs_f64(),
                 },
             },
             "scenarios": scenarios,
@@ -667,15 +668,17 @@ impl Bench {
                     continue;
                 }
                 note(&format!(
-                    "    {:<48} client {}/{} ok, {} 429s | upstream {} req, {} 429s ({}%) | goodput {}% of the limit",
+                    "    {:<48} client {}/{} ok, {} 429s, p50 {} ms | upstream {} req, {} 429s ({}%) | goodput {}% of the limit (whole run {}%)",
                     r["name"].as_str().unwrap_or("?"),
                     r["client"]["succeeded"],
                     r["client"]["requests"],
                     r["client"]["rate_limited_429"],
+                    f(&r["client"]["latency_p50_ms"]),
                     r["upstream"]["requests"],
                     r["upstream"]["rate_limited_429"],
                     f(&r["upstream"]["rate_limited_share_pct"]),
                     f(&r["goodput"]["binding_pct_of_limit"]),
+                    f(&r["goodput"]["whole_run"]["binding_pct_of_limit"]),
                 ));
             }
         }

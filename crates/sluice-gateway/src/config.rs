@@ -64,6 +64,7 @@
 //! | `rate_limit.on_redis_down` | `"local"` (fall back to local buckets) or `"closed"` (refuse limited requests) | `"local"` ([`OnRedisDown::default`]) |
 //! | `rate_limit.expected_output_tokens` | integer >= 1: output tokens reserved when a request sets no `max_tokens` (an estimate for the token bucket) | [`RateLimitConfig::DEFAULT_EXPECTED_OUTPUT_TOKENS`] |
 //! | `rate_limit.per_client_key` | bool: also limit each client key on its own, with the same limits | [`RateLimitConfig::DEFAULT_PER_CLIENT_KEY`] |
+//! | `rate_limit.learn_from_headers` | bool: let providers' rate-limit headers tighten the buckets | [`RateLimitConfig::DEFAULT_LEARN_FROM_HEADERS`] |
 //! | `breaker.failure_rate` | number greater than 0 and at most 1: the failure rate over `window` that opens a target's circuit | [`BreakerConfig::DEFAULT_FAILURE_RATE`] |
 //! | `breaker.min_requests` | integer >= 1: calls in `window` before `failure_rate` is judged | [`BreakerConfig::DEFAULT_MIN_REQUESTS`] |
 //! | `breaker.window` | positive duration: the rolling window calls are counted over | [`BreakerConfig::DEFAULT_WINDOW`] |
@@ -490,19 +491,24 @@ pub struct RateLimitConfig {
     /// Whether each client key is also limited on its own, with the same `rpm`/`tpm` as the
     /// target it calls.
     pub per_client_key: bool,
+    /// Whether providers' `x-ratelimit-*` / `anthropic-ratelimit-*` headers tighten the buckets.
+    pub learn_from_headers: bool,
 }
 
 impl RateLimitConfig {
     /// Default `key_prefix`.
     pub const DEFAULT_KEY_PREFIX: &'static str = "sluice:rl";
-    /// Default `max_queue_wait`.
-    pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(30);
+    /// Default `max_queue_wait` (the library's).
+    pub const DEFAULT_MAX_QUEUE_WAIT: Duration = sluice::LimiterConfig::DEFAULT_MAX_QUEUE_WAIT;
     /// Default `expected_replicas`.
     pub const DEFAULT_EXPECTED_REPLICAS: u32 = 1;
-    /// Default `expected_output_tokens`.
-    pub const DEFAULT_EXPECTED_OUTPUT_TOKENS: u32 = 256;
+    /// Default `expected_output_tokens` (the library's).
+    pub const DEFAULT_EXPECTED_OUTPUT_TOKENS: u32 =
+        sluice::ClientBuilder::DEFAULT_EXPECTED_OUTPUT_TOKENS;
     /// Default `per_client_key`.
     pub const DEFAULT_PER_CLIENT_KEY: bool = false;
+    /// Default `learn_from_headers` (the library's).
+    pub const DEFAULT_LEARN_FROM_HEADERS: bool = sluice::LimiterConfig::DEFAULT_LEARN_FROM_HEADERS;
 }
 
 impl Default for RateLimitConfig {
@@ -515,6 +521,7 @@ impl Default for RateLimitConfig {
             on_redis_down: OnRedisDown::default(),
             expected_output_tokens: Self::DEFAULT_EXPECTED_OUTPUT_TOKENS,
             per_client_key: Self::DEFAULT_PER_CLIENT_KEY,
+            learn_from_headers: Self::DEFAULT_LEARN_FROM_HEADERS,
         }
     }
 }

@@ -104,6 +104,7 @@ fn limiter_from(config: &RateLimitConfig) -> Result<Limiter, StartError> {
         store,
         LimiterConfig {
             max_queue_wait: config.max_queue_wait,
+            learn_from_headers: config.learn_from_headers,
         },
     ))
 }

@@ -99,6 +99,7 @@ async fn a_wait_longer_than_max_queue_wait_is_a_rate_limit_with_retry_after() {
         )
         .limiter(Limiter::local(LimiterConfig {
             max_queue_wait: Duration::from_secs(5),
+            ..LimiterConfig::default()
         }))
         .build()
         .unwrap();
@@ -134,7 +135,7 @@ async fn exhausted_provider_headers_pause_new_requests_until_the_reset() {
         post(|| async {
             (
                 [
-                    ("x-ratelimit-limit-requests", "100"),
+                    ("x-ratelimit-limit-requests", "1"),
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "2s"),
                 ],

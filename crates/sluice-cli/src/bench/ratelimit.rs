@@ -12,10 +12,14 @@
 //! 2. **Load.** An open loop at `--load-factor` (2) × the binding limit for `--duration`
 //!    (60 s), round-robin over the replicas; every request has the same `max_tokens`, so its
 //!    token cost at the mock (prompt estimate + `max_tokens`) is known in advance.
-//! 3. **Read the mock.** Its `/stats` before the load, at the end of the load window and after
-//!    the last answer give the upstream requests, the upstream 429s (`rate_limited`, the
-//!    limit's own rejections) and the goodput: requests and tokens admitted per minute of the
-//!    window, as a share of the limits.
+//! 3. **Read the mock.** Its `/stats` before the load and after the last answer give the
+//!    upstream requests and the upstream 429s (`rate_limited`, the limit's own rejections);
+//!    read a tenth into the load and at its end, they give the goodput: requests and tokens
+//!    admitted per minute of that window, as a share of the limits (also reported from the
+//!    start of the load to the last successful answer).
+//!
+//! Client 429s are expected (the load is twice the limit) and are not failures; transport
+//! errors, timeouts, interrupted streams, unfinished requests and wrong content are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +70,10 @@ pub struct RateLimitArgs {
     /// from those headers. Real providers always send them.
     #[arg(long)]
     pub no_limit_headers: bool,
+    /// The gateways' `[rate_limit] max_queue_wait`: how long a request may wait for capacity
+    /// before the gateway refuses it with a 429.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_queue_wait: Duration,
 }
 
 impl Default for RateLimitArgs {
@@ -79,6 +87,7 @@ impl Default for RateLimitArgs {
             load_factor: 2.0,
             redis_server: PathBuf::from("redis-server"),
             no_limit_headers: false,
+            max_queue_wait: Duration::from_secs(30),
         }
     }
 }
@@ -89,8 +98,6 @@ const PROMPT: &str = "Rate-limit bench: say hello.";
 const MODEL: &str = "mock/mock-1";
 /// Content chunks per mock answer.
 const CHUNKS: usize = 8;
-/// The gateway's `[rate_limit] max_queue_wait`.
-const MAX_QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// The gateway's `[policy] max_retries`.
 const MAX_RETRIES: u32 = 5;
 /// Requests in flight during the drain burst.
@@ -120,6 +127,9 @@ impl RateLimitArgs {
         }
         if self.max_tokens == 0 {
             return Err("--max-tokens must be at least 1".into());
+        }
+        if self.max_queue_wait > Duration::from_secs(3600) {
+            return Err("--max-queue-wait must be at most 1h".into());
         }
         if self.duration.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err("--duration must be at least 1s".into());
@@ -230,9 +240,9 @@ fn gateway_config(spec: RunSpec, args: &RateLimitArgs, mock: &str, redis: Option
         None => out.push_str("backend = \"local\"\n"),
     }
     out.push_str(&format!(
-        "expected_replicas = {}\nmax_queue_wait = \"{}s\"\nexpected_output_tokens = 256\n\n",
+        "expected_replicas = {}\nmax_queue_wait = \"{}ms\"\nexpected_output_tokens = 256\n\n",
         spec.replicas,
-        MAX_QUEUE_WAIT.as_secs()
+        args.max_queue_wait.as_millis()
     ));
     out.push_str(&format!(
         "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}/v1\"\n"
@@ -272,6 +282,8 @@ struct Outcome {
     latency: Duration,
     /// `x-sluice-attempts` of the answer.
     attempts: Option<u64>,
+    /// When the answer (or the failure) was complete.
+    finished: Instant,
     text_len: usize,
     detail: Option<String>,
 }
@@ -321,6 +333,7 @@ async fn send(
         status: None,
         latency: Duration::ZERO,
         attempts: None,
+        finished: scheduled,
         text_len: 0,
         detail: None,
     };
@@ -373,7 +386,8 @@ async fn send(
             format!("no complete answer within {REQUEST_TIMEOUT:?}"),
         )),
     };
-    out.latency = scheduled.elapsed();
+    out.finished = Instant::now();
+    out.latency = out.finished.saturating_duration_since(scheduled);
     match result {
         Ok(len) => {
             out.ok = true;
@@ -723,7 +737,7 @@ impl Bench {
             "offered_rps": round3(rate),
             "duration_s": duration.as_secs_f64(),
             "gateway": {
-                "max_queue_wait_s": MAX_QUEUE_WAIT.as_secs(),
+                "max_queue_wait_s": args.max_queue_wait.as_secs_f64(),
                 "max_retries": MAX_RETRIES,
                 "expected_output_tokens": 256,
             },
@@ -873,7 +887,7 @@ impl Bench {
         let (admitted_rpm, _) = args.admitted_rpm();
         let drain = admitted_rpm.floor().max(1.0) as usize;
         let before_drain = mock_stats(&self.client, mock_url).await?;
-        let drain_bound = MAX_QUEUE_WAIT + RUN_SLACK;
+        let drain_bound = args.max_queue_wait + RUN_SLACK;
         let (drained, drain_unfinished, drain_time) = load(
             &self.client,
             &target,
@@ -979,12 +993,32 @@ impl Bench {
             "requests" => pct(req_per_min, args.limit_rpm),
             _ => pct(tok_per_min, args.limit_tpm),
         };
+        // The whole run: from the start of the load to the last successful answer.
+        let last_ok = outcomes
+            .iter()
+            .filter(|o| o.ok)
+            .map(|o| o.finished.saturating_duration_since(start))
+            .max()
+            .unwrap_or_default();
+        let run_min = last_ok.as_secs_f64() / 60.0;
+        let run_ok = delta(&s0, &s2, "ok");
+        let run_tokens = delta(&s0, &s2, "tokens_admitted");
+        let (run_req_per_min, run_tok_per_min) = if run_min > 0.0 {
+            (run_ok as f64 / run_min, run_tokens as f64 / run_min)
+        } else {
+            (0.0, 0.0)
+        };
+        let run_binding_pct = match binding {
+            "requests" => pct(run_req_per_min, args.limit_rpm),
+            _ => pct(run_tok_per_min, args.limit_tpm),
+        };
         let share = pct(up_429 as f64, up_requests as f64);
         let share_met = share.map(|s| s <= TARGET_429_SHARE_PCT);
         let goodput_met = binding_pct.map(|g| g >= TARGET_GOODPUT_PCT);
         note(&format!(
             "  done in {:.1}s: client {} ok of {} ({} 429s); upstream {} requests, {} 429s \
-             ({}%); goodput {:.1} req/min, {:.0} tokens/min ({}% of the {binding} limit)",
+             ({}%); goodput {:.1} req/min, {:.0} tokens/min ({}% of the {binding} limit; whole \
+             run {}%); client p50/p99 {:.0}/{:.0} ms",
             elapsed.as_secs_f64(),
             client["succeeded"],
             count,
@@ -995,6 +1029,9 @@ impl Bench {
             req_per_min,
             tok_per_min,
             binding_pct.map_or("-".to_owned(), |s| s.to_string()),
+            run_binding_pct.map_or("-".to_owned(), |s| s.to_string()),
+            client["latency_p50_ms"].as_f64().unwrap_or(0.0),
+            client["latency_p99_ms"].as_f64().unwrap_or(0.0),
         ));
         Ok(json!({
             "name": spec.label(),
@@ -1031,6 +1068,14 @@ impl Bench {
                 "tokens_pct_of_tpm": pct(tok_per_min, args.limit_tpm),
                 "binding_axis": binding,
                 "binding_pct_of_limit": binding_pct,
+                "whole_run": {
+                    "until_last_success_s": round3(last_ok.as_secs_f64()),
+                    "requests_admitted": run_ok,
+                    "tokens_admitted": run_tokens,
+                    "requests_per_min": round3(run_req_per_min),
+                    "tokens_per_min": round3(run_tok_per_min),
+                    "binding_pct_of_limit": run_binding_pct,
+                },
             },
             "targets": {
                 "upstream_429_share_met": share_met,
@@ -1103,7 +1148,7 @@ mod tests {
             Some("\"redis://127.0.0.1:7\"")
         );
         assert_eq!(v.get("rate_limit.expected_replicas"), Some("3"));
-        assert_eq!(v.get("rate_limit.max_queue_wait"), Some("\"30s\""));
+        assert_eq!(v.get("rate_limit.max_queue_wait"), Some("\"30000ms\""));
         assert_eq!(
             v.get("providers.base_url"),
             Some("\"http://127.0.0.1:9/v1\"")
@@ -1184,6 +1229,7 @@ mod tests {
             status: Some(200),
             latency: Duration::from_millis(5),
             attempts: Some(2),
+            finished: Instant::now(),
             text_len: 3,
             detail: None,
         };

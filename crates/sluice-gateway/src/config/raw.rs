@@ -294,6 +294,7 @@ pub(super) struct RawRateLimit {
     pub(super) on_redis_down: Opt<String>,
     pub(super) expected_output_tokens: Opt<i64>,
     pub(super) per_client_key: Opt<bool>,
+    pub(super) learn_from_headers: Opt<bool>,
 }
 
 optional_keys! {

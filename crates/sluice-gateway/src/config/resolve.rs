@@ -795,6 +795,9 @@ impl Checker<'_> {
         if let Some(value) = &r.per_client_key {
             out.per_client_key = *value.get_ref();
         }
+        if let Some(value) = &r.learn_from_headers {
+            out.learn_from_headers = *value.get_ref();
+        }
         out
     }
 

@@ -1254,6 +1254,10 @@ fn rate_limit_and_context_policy_default_when_absent() {
         defaults.per_client_key,
         RateLimitConfig::DEFAULT_PER_CLIENT_KEY
     );
+    assert_eq!(
+        defaults.learn_from_headers,
+        RateLimitConfig::DEFAULT_LEARN_FROM_HEADERS
+    );
     assert_eq!(defaults.backend.redacted_url(), None);
     let provider = &config.providers[0];
     assert_eq!(provider.limits, LimitsConfig::default());
@@ -1275,6 +1279,7 @@ expected_replicas = 4
 on_redis_down = "closed"
 expected_output_tokens = 1000
 per_client_key = true
+learn_from_headers = false
 "#;
     let config = load(text).unwrap();
     let url = "rediss://default:hunter2@redis.example.com:6380/2";
@@ -1288,6 +1293,7 @@ per_client_key = true
             on_redis_down: OnRedisDown::Closed,
             expected_output_tokens: 1000,
             per_client_key: true,
+            learn_from_headers: false,
         }
     );
     // A URL without credentials, and one with only a host.

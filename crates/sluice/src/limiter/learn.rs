@@ -43,7 +43,12 @@ impl LearnedLimits {
         if !view.is_exhausted() || view.reset.is_zero() {
             return;
         }
-        let until = now + view.reset.min(MAX_BLOCK);
+        // A provider's reset is the time until its bucket is *full* again (reference §1.5), so
+        // the next unit is free after reset / limit, not after the whole reset: blocking for
+        // the reset would stall a target that runs at its limit, where remaining is 0 all the
+        // time.
+        let next_unit = view.reset.div_f64(view.limit.max(1.0));
+        let until = now + next_unit.min(MAX_BLOCK);
         if self.blocked_until.is_none_or(|b| b < until) {
             self.blocked_until = Some(until);
         }
@@ -160,11 +165,11 @@ mod tests {
     }
 
     #[test]
-    fn exhaustion_blocks_until_the_reset_and_is_never_shortened() {
+    fn exhaustion_blocks_until_the_next_unit_and_is_never_shortened() {
         let now = Instant::now();
         let mut learned = LearnedLimits::default();
         let exhausted = |reset_ms| RateLimitSnapshot {
-            requests: view(100.0, 0.0, reset_ms),
+            requests: view(1.0, 0.0, reset_ms),
             tokens: None,
         };
         learned.update(&exhausted(2000), now);
@@ -172,6 +177,20 @@ mod tests {
         learned.update(&exhausted(500), now);
         assert_eq!(learned.blocked_at(now), Some(now + Duration::from_secs(2)));
         assert_eq!(learned.blocked_at(now + Duration::from_secs(2)), None);
+        // A larger bucket frees its next unit after reset / limit, not after the whole reset:
+        // a target running at its limit reports remaining 0 all the time.
+        let mut at_limit = LearnedLimits::default();
+        at_limit.update(
+            &RateLimitSnapshot {
+                requests: view(600.0, 0.0, 60_000),
+                tokens: None,
+            },
+            now,
+        );
+        assert_eq!(
+            at_limit.blocked_at(now),
+            Some(now + Duration::from_millis(100))
+        );
         // Absurd resets are capped.
         learned.update(&exhausted(u64::MAX), now);
         assert_eq!(learned.blocked_until, Some(now + MAX_BLOCK));

@@ -100,17 +100,23 @@ pub struct LimiterConfig {
     /// The longest one reservation may wait for its grant, queue included; the call's deadline
     /// bounds it too.
     pub max_queue_wait: Duration,
+    /// Whether providers' rate-limit headers tighten the buckets (see `learn`). Off, only the
+    /// configured limits apply.
+    pub learn_from_headers: bool,
 }
 
 impl LimiterConfig {
     /// Default `max_queue_wait`.
     pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(30);
+    /// Default `learn_from_headers`.
+    pub const DEFAULT_LEARN_FROM_HEADERS: bool = true;
 }
 
 impl Default for LimiterConfig {
     fn default() -> Self {
         Self {
             max_queue_wait: Self::DEFAULT_MAX_QUEUE_WAIT,
+            learn_from_headers: Self::DEFAULT_LEARN_FROM_HEADERS,
         }
     }
 }
@@ -436,6 +442,9 @@ impl Limiter {
 
     /// Folds a response's rate-limit headers into `key`'s learned limits; see the module docs.
     pub fn learn(&self, key: &str, snapshot: &RateLimitSnapshot, now: Instant) {
+        if !self.inner.config.learn_from_headers {
+            return;
+        }
         self.state(key).learned.lock().update(snapshot, now);
     }
 

@@ -27,6 +27,7 @@ fn ask(tokens: f64) -> Ask {
 fn limiter(max_queue_wait_secs: u64) -> Limiter {
     Limiter::local(LimiterConfig {
         max_queue_wait: Duration::from_secs(max_queue_wait_secs),
+        ..LimiterConfig::default()
     })
 }
 
@@ -418,12 +419,13 @@ async fn an_exhausted_bucket_pauses_new_requests_until_the_reset() {
         rpm: Some(600.0),
         ..Limits::UNLIMITED
     };
-    // A mock's response: the provider's request bucket is empty for 2 more seconds.
+    // A mock's response: the provider's 600-request bucket is empty and full again in 20 min,
+    // so its next request is reset / limit = 2 s away.
     let mut headers = HeaderMap::new();
     for (name, value) in [
         ("x-ratelimit-limit-requests", "600"),
         ("x-ratelimit-remaining-requests", "0"),
-        ("x-ratelimit-reset-requests", "2s"),
+        ("x-ratelimit-reset-requests", "20m0s"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
@@ -468,6 +470,7 @@ async fn concurrent_reserves_admit_exactly_the_burst_at_once() {
     // 30.5 s: sleeps end on whole milliseconds, so the 30th waiter is granted just after 30 s.
     let limiter = Limiter::local(LimiterConfig {
         max_queue_wait: Duration::from_millis(30_500),
+        ..LimiterConfig::default()
     });
     let limits = Limits {
         rpm: Some(60.0),
