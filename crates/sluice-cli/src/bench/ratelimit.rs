@@ -240,10 +240,13 @@ fn gateway_config(spec: RunSpec, args: &RateLimitArgs, mock: &str, redis: Option
         None => out.push_str("backend = \"local\"\n"),
     }
     out.push_str(&format!(
-        "expected_replicas = {}\nmax_queue_wait = \"{}ms\"\nexpected_output_tokens = 256\n\n",
+        "expected_replicas = {}\nmax_queue_wait = \"{}ms\"\nexpected_output_tokens = 256\n",
         spec.replicas,
         args.max_queue_wait.as_millis()
     ));
+    // Retries only means no proactive limiting at all: limits learned from the provider's
+    // headers would be proactive limiting too.
+    out.push_str(&format!("learn_from_headers = {}\n\n", spec.proactive));
     out.push_str(&format!(
         "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}/v1\"\n"
     ));
