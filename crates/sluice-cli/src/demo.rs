@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use sluice::RetryPolicy;
-use sluice_core::Backoff;
+use sluice_core::{Backoff, BudgetConfig};
 use sluice_gateway::{Config, Gateway, GatewayOptions, ModelConfig, ProviderConfig};
 use sluice_mock::{MockConfig, MockServer};
 
@@ -78,6 +78,13 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let policy = demo_policy();
     let mut config = Config {
         policy: policy.clone(),
+        // This fault mix fails ~40% of first attempts. The default budget (retries up to 20% of
+        // traffic) exists to keep an outage from becoming a retry storm, and would refuse most
+        // of these retries; the demo shows retrying itself, so it allows one retry per request.
+        budget: BudgetConfig {
+            ratio: 1.0,
+            ..BudgetConfig::default()
+        },
         ..Config::default()
     };
     config

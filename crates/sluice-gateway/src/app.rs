@@ -75,10 +75,7 @@ pub(crate) fn build_router(state: Arc<AppState>, observability: bool) -> Router 
         ));
     let mut main = Router::new()
         .merge(v1)
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     if observability {
         main = main.merge(observability_routes());
@@ -93,13 +90,14 @@ pub(crate) fn build_router(state: Arc<AppState>, observability: bool) -> Router 
 /// and liveness. No client auth: bind it where only operators can reach it.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     observability_routes()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
 }
 
 fn observability_routes() -> Router<Arc<AppState>> {
@@ -191,11 +189,9 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 fn new_request_id() -> HeaderValue {
-    use sluice::RandomSource;
-    let mut rng = sluice::SplitMix64::from_entropy();
     let id = format!(
         "req_sluice_{:016x}",
-        (rng.next_f64() * u64::MAX as f64) as u64
+        sluice::SplitMix64::from_entropy().next_u64()
     );
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("req_sluice"))
 }

@@ -217,8 +217,14 @@ impl Metrics {
     /// Metrics for a gateway whose configured routes are `routes` (model name and its targets,
     /// `provider/model`).
     pub fn new<'a>(routes: impl IntoIterator<Item = (&'a str, Vec<String>)>) -> Self {
-        let mut registry = Registry::with_prefix("sluice");
-        let m = Self {
+        let mut routes_by_name = HashMap::new();
+        let mut configured = Vec::new();
+        for (route, targets) in routes {
+            routes_by_name.insert(route.to_owned(), Arc::from(route));
+            configured.extend(targets.into_iter().map(Arc::<str>::from));
+        }
+        let mut m = Self {
+            registry: Registry::with_prefix("sluice"),
             requests: Family::default(),
             in_flight: Gauge::default(),
             request_duration: hist(latency_histogram),
@@ -240,146 +246,136 @@ impl Metrics {
             breaker_transitions: Family::default(),
             retry_budget: Family::default(),
             parked: Family::default(),
-            routes: HashMap::new(),
+            routes: routes_by_name,
             direct: Arc::from(DIRECT_ROUTE),
             none: Arc::from("none"),
             targets: TargetNames {
                 known: RwLock::new(HashMap::new()),
                 other: Arc::from("other"),
             },
-            window: Mutex::new(StatusWindow::new(unix_ms(), [])),
-            registry: Registry::default(),
+            window: Mutex::new(StatusWindow::new(unix_ms(), configured.iter().cloned())),
         };
-        let r = &mut registry;
+        m.register();
+        for target in &configured {
+            // Every configured target has a breaker gauge from the start.
+            m.breaker_state.get_or_create(&m.target(target)).set(0);
+        }
+        m
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "requests",
             "Requests to the chat endpoints, by route (configured model name, or `direct`), answering or last target, outcome (`ok`, an error class, `invalid_request`, `unknown_model`, `cancelled`, `gateway_shutdown`) and whether they streamed",
-            m.requests.clone(),
+            self.requests.clone(),
         );
         r.register(
             "requests_in_flight",
             "Chat requests being served now (streams until their last event)",
-            m.in_flight.clone(),
+            self.in_flight.clone(),
         );
         r.register_with_unit(
             "request_duration",
             "Whole request latency as the gateway sees it: for streams, until the last event",
             Unit::Seconds,
-            m.request_duration.clone(),
+            self.request_duration.clone(),
         );
         r.register_with_unit(
             "time_to_first_token",
             "Streams: from the call's start to its commit point (first content event)",
             Unit::Seconds,
-            m.ttft.clone(),
+            self.ttft.clone(),
         );
         r.register_with_unit(
             "gateway_overhead",
             "The gateway's own time per committed request: body received to response head ready, minus upstream attempts and deliberate waits (backoff, parks)",
             Unit::Seconds,
-            m.overhead.clone(),
+            self.overhead.clone(),
         );
         r.register(
             "tokens",
             "Tokens reported by the provider's usage, by target and direction (`input`, `output`)",
-            m.tokens.clone(),
+            self.tokens.clone(),
         );
         r.register(
             "upstream_attempts",
             "Attempts sent to a target",
-            m.attempts.clone(),
+            self.attempts.clone(),
         );
         r.register(
             "upstream_attempt_failures",
             "Attempts that failed before commit, by target and error class",
-            m.attempt_failures.clone(),
+            self.attempt_failures.clone(),
         );
         r.register(
             "retries",
             "Retries scheduled on a target (after a failed attempt, before the backoff sleep)",
-            m.retries.clone(),
+            self.retries.clone(),
         );
         r.register_with_unit(
             "retry_delay",
             "Backoff delay chosen before a retry (server hints included)",
             Unit::Seconds,
-            m.retry_delay.clone(),
+            self.retry_delay.clone(),
         );
         r.register(
             "target_gave_up",
             "Targets given up on by a call, by the last failure's class and why",
-            m.gave_up.clone(),
+            self.gave_up.clone(),
         );
         r.register(
             "target_skipped",
             "Targets passed over without an attempt (`circuit_open`, `parked`, `smaller_window`)",
-            m.skipped.clone(),
+            self.skipped.clone(),
         );
         r.register(
             "retry_budget_exhausted",
             "Retries refused because the target's retry budget was spent",
-            m.budget_exhausted.clone(),
+            self.budget_exhausted.clone(),
         );
         r.register_with_unit(
             "ratelimit_wait",
             "Time an attempt waited in the proactive rate limiter's queue before it was sent",
             Unit::Seconds,
-            m.limiter_wait.clone(),
+            self.limiter_wait.clone(),
         );
         r.register(
             "ratelimit_rejections",
             "Attempts the proactive rate limiter refused (`would_wait`, `too_large`, `store_unavailable`)",
-            m.limiter_rejections.clone(),
+            self.limiter_rejections.clone(),
         );
         r.register(
             "fallbacks",
             "Calls that moved from one target of their chain to the next",
-            m.fallbacks.clone(),
+            self.fallbacks.clone(),
         );
         r.register(
             "streams_interrupted",
             "Streams that broke after commit (they end with an error event), by target and cause class",
-            m.streams_interrupted.clone(),
+            self.streams_interrupted.clone(),
         );
         r.register(
             "breaker_state",
             "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
-            m.breaker_state.clone(),
+            self.breaker_state.clone(),
         );
         r.register(
             "breaker_transitions",
             "Circuit breaker state changes per target",
-            m.breaker_transitions.clone(),
+            self.breaker_transitions.clone(),
         );
         r.register(
             "retry_budget_available",
             "Retries the target's retry budget allows right now",
-            m.retry_budget.clone(),
+            self.retry_budget.clone(),
         );
         r.register_with_unit(
             "target_parked",
             "Time left on a target's rate-limit park (0 when not parked)",
             Unit::Seconds,
-            m.parked.clone(),
+            self.parked.clone(),
         );
-        let mut m = Self { registry, ..m };
-        let mut configured = Vec::new();
-        for (route, targets) in routes {
-            m.routes.insert(route.to_owned(), Arc::from(route));
-            for target in targets {
-                let name: Arc<str> = Arc::from(target);
-                let label = m.targets.label(&name);
-                // Every configured target has a breaker gauge from the start.
-                m.breaker_state
-                    .get_or_create(&TargetLabels {
-                        target: label.clone(),
-                    })
-                    .set(0);
-                configured.push(name);
-            }
-        }
-        m.window = Mutex::new(StatusWindow::new(unix_ms(), configured));
-        m
     }
 
     /// The `route` label for a request's model.

@@ -5,14 +5,14 @@
 //! Prometheus answers "what happened" over any range, but only with a Prometheus server next to
 //! the gateway. The status page answers "how is it going right now" with nothing but the
 //! gateway: a [`StatusWindow`] keeps the last [`BUCKETS`] buckets of [`BUCKET_MS`] each (ten
-//! minutes of five-second buckets) of counts and latency histograms, per target and for the gateway as a whole. A
-//! bucket is reused when its slot comes round again, so memory is fixed by the number of targets,
-//! never by traffic. Every method takes the time as unix milliseconds: the window never reads a
+//! minutes of five-second buckets) of counts and latency histograms, per target and for the
+//! gateway as a whole. A bucket is reused when its slot comes round again, so memory is fixed by
+//! the number of targets, never by traffic. Every method takes the time as unix milliseconds: the window never reads a
 //! clock, so tests drive it with plain numbers.
 //!
 //! Percentiles come from [`LogHistogram`]s (log-spaced buckets, four per doubling), merged over
 //! the last [`STATS_BUCKETS`] buckets (five minutes): they are approximate, within about 9 % of
-//! the true value, which is plenty for a page read at a glance. The exact figures are the
+//! the true value, which is plenty for a page read at a glance. For alerting and history, use the
 //! Prometheus histograms on `/metrics`.
 //!
 //! # `GET /status.json` (schema version 1)

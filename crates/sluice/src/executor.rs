@@ -514,8 +514,9 @@ impl Call<'_> {
                     return Err(TargetOutcome::Failed(TargetFailure { last, reason }));
                 }
             };
+            // Only a real queue wait is worth an event; the store round trip itself is not.
             let waited = queued.elapsed();
-            if !waited.is_zero() {
+            if waited >= Duration::from_millis(1) {
                 self.observe(CallEvent::LimiterWaited {
                     target: target.name().clone(),
                     wait: waited,
