@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Option<Arc<Metrics>>,
     /// Rate-limit each client key in its own buckets too (`rate_limit.per_client_key`).
     pub per_client_key: bool,
+    /// The shared Redis store, when `[rate_limit] backend = "redis"` (for its health metrics).
+    pub shared_store: Option<Arc<sluice_redis::SharedStore>>,
 }
 
 /// The gateway's routes over `state`, without a socket (tests drive it with `oneshot`):
@@ -121,6 +123,12 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     let Some(metrics) = &state.metrics else {
         return metrics_disabled();
     };
+    let levels = state.client.limiter().levels_all().await;
+    let redis = state
+        .shared_store
+        .as_ref()
+        .map(|s| (s.is_degraded(), s.fallbacks()));
+    metrics.set_limiter(&levels, redis);
     let text = metrics.render(&state.client.target_status());
     (
         [(

@@ -80,7 +80,10 @@ pub enum StartError {
 
 /// The rate limiter `[rate_limit]` asks for: local buckets, or buckets in Redis shared by every
 /// replica with a bounded local fallback while Redis is unreachable.
-fn limiter_from(config: &RateLimitConfig) -> Result<Limiter, StartError> {
+fn limiter_from(
+    config: &RateLimitConfig,
+) -> Result<(Limiter, Option<Arc<SharedStore>>), StartError> {
+    let mut shared_store = None;
     let store: Arc<dyn RateLimitStore> = match &config.backend {
         RateLimitBackend::Local => Arc::new(LocalStore::new()),
         RateLimitBackend::Redis { url } => {
@@ -94,19 +97,22 @@ fn limiter_from(config: &RateLimitConfig) -> Result<Limiter, StartError> {
                 },
                 ..SharedConfig::default()
             };
-            Arc::new(
+            let store = Arc::new(
                 SharedStore::new(redis, shared)
                     .map_err(|e| StartError::RateLimit(e.to_string()))?,
-            )
+            );
+            shared_store = Some(store.clone());
+            store
         }
     };
-    Ok(Limiter::new(
+    let limiter = Limiter::new(
         store,
         LimiterConfig {
             max_queue_wait: config.max_queue_wait,
             learn_from_headers: config.learn_from_headers,
         },
-    ))
+    );
+    Ok((limiter, shared_store))
 }
 
 /// How models that match no `[[models]]` entry and no `provider/` prefix are served.
@@ -135,6 +141,7 @@ impl Gateway {
         let mut mocks = Vec::new();
         // Load the tokenizers now, off the async workers, so the first request does not pay.
         let _ = tokio::task::spawn_blocking(sluice_core::warm_up).await;
+        let (limiter, shared_store) = limiter_from(&config.rate_limit)?;
         let mut builder = Client::builder()
             .policy(config.policy.clone())
             .breaker(config.breaker.clone())
@@ -195,7 +202,7 @@ impl Gateway {
             }
         }
         builder = builder
-            .limiter(limiter_from(&config.rate_limit)?)
+            .limiter(limiter.clone())
             .expected_output_tokens(config.rate_limit.expected_output_tokens)
             .context_policy(config.context);
         for model in &config.models {
@@ -258,6 +265,7 @@ impl Gateway {
             abort_streams: abort_rx,
             metrics,
             per_client_key: config.rate_limit.per_client_key,
+            shared_store,
         });
         Ok(Self {
             state,

@@ -32,9 +32,9 @@
 //! Each family is a field of [`Metrics`], registered in [`Metrics::new`] and fed by the event
 //! or request that produces it. The proactive rate limiter reports its waits and rejections as
 //! events (`sluice_ratelimit_wait_seconds`, `sluice_ratelimit_rejections_total`); its bucket
-//! levels and the Redis store's fallback state will be gauges refreshed in [`Metrics::render`]
-//! from a snapshot, like the breaker gauges are from [`sluice::Client::target_status`]. None is
-//! registered before it has a real source, so nothing on `/metrics` is a stand-in.
+//! levels and the Redis store's fallback state are gauges refreshed at each scrape
+//! ([`Metrics::set_limiter`], from `Limiter::levels_all` and the shared store), like the breaker
+//! gauges are from [`sluice::Client::target_status`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +89,14 @@ struct StreamLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabels {
+    /// The limiter key: a target, or a provider with provider-wide limits.
+    key: Arc<str>,
+    /// `requests` or `tokens`.
+    axis: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -206,6 +214,9 @@ pub struct Metrics {
     breaker_transitions: Family<TransitionLabels, Counter>,
     retry_budget: Family<TargetLabels, FloatGauge>,
     parked: Family<TargetLabels, FloatGauge>,
+    bucket_level: Family<BucketLabels, FloatGauge>,
+    redis_degraded: Gauge,
+    redis_fallbacks: Gauge,
     routes: HashMap<String, Arc<str>>,
     direct: Arc<str>,
     none: Arc<str>,
@@ -246,6 +257,9 @@ impl Metrics {
             breaker_transitions: Family::default(),
             retry_budget: Family::default(),
             parked: Family::default(),
+            bucket_level: Family::default(),
+            redis_degraded: Gauge::default(),
+            redis_fallbacks: Gauge::default(),
             routes: routes_by_name,
             direct: Arc::from(DIRECT_ROUTE),
             none: Arc::from("none"),
@@ -376,6 +390,21 @@ impl Metrics {
             Unit::Seconds,
             self.parked.clone(),
         );
+        r.register(
+            "ratelimit_bucket_level",
+            "Proactive rate limiter: units available now in each bucket, by limiter key and axis (`requests`, `tokens`); below zero after a response used more than was reserved",
+            self.bucket_level.clone(),
+        );
+        r.register(
+            "ratelimit_redis_degraded",
+            "1 while the shared Redis rate-limit store is unreachable and this replica runs on local buckets at its share of each limit",
+            self.redis_degraded.clone(),
+        );
+        r.register(
+            "ratelimit_redis_fallbacks",
+            "How many times this replica has fallen back from Redis to local buckets",
+            self.redis_fallbacks.clone(),
+        );
     }
 
     /// The `route` label for a request's model.
@@ -389,6 +418,41 @@ impl Metrics {
     fn target(&self, name: &Arc<str>) -> TargetLabels {
         TargetLabels {
             target: self.targets.label(name),
+        }
+    }
+
+    /// Refreshes the rate limiter's gauges: bucket levels per key and axis (client-scoped keys
+    /// are left out: one series per client key would be unbounded cardinality), and whether the
+    /// shared Redis store is degraded to local buckets, with how often it was.
+    pub fn set_limiter(
+        &self,
+        levels: &[(
+            Arc<str>,
+            sluice::Limits,
+            Result<sluice::Levels, sluice::StoreError>,
+        )],
+        redis: Option<(bool, u64)>,
+    ) {
+        for (key, _, levels) in levels {
+            if key.contains('|') {
+                continue;
+            }
+            let Ok(levels) = levels else { continue };
+            for (axis, level) in [("requests", levels.requests), ("tokens", levels.tokens)] {
+                if let Some(level) = level {
+                    self.bucket_level
+                        .get_or_create(&BucketLabels {
+                            key: key.clone(),
+                            axis,
+                        })
+                        .set(level);
+                }
+            }
+        }
+        if let Some((degraded, fallbacks)) = redis {
+            self.redis_degraded.set(i64::from(degraded));
+            self.redis_fallbacks
+                .set(i64::try_from(fallbacks).unwrap_or(i64::MAX));
         }
     }
 

@@ -123,4 +123,22 @@ async fn two_replicas_sharing_redis_stay_under_one_limit() {
         "the provider never had to say 429: {stats:?}"
     );
     assert_eq!(stats.requests, ok as u64);
+
+    // The limiter's state is visible in /metrics: the shared bucket (nearly empty) and Redis
+    // healthy.
+    let text = http
+        .get(format!("http://{}/metrics", replicas[0].addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let level_line = text
+        .lines()
+        .find(|l| l.starts_with("sluice_ratelimit_bucket_level{") && l.contains("requests"))
+        .unwrap_or_else(|| panic!("no bucket level in:\n{text}"));
+    let level: f64 = level_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(level < 3.0, "the shared bucket was drained: {level_line}");
+    assert!(text.contains("sluice_ratelimit_redis_degraded 0"), "{text}");
 }

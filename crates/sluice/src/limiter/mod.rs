@@ -206,6 +206,8 @@ struct KeyState {
     /// What everyone in line (the head included) is asking for.
     line: Mutex<Line>,
     learned: Mutex<LearnedLimits>,
+    /// The configured limits of the last reservation, so metrics can read the levels later.
+    configured: Mutex<Option<Limits>>,
 }
 
 #[derive(Debug, Default)]
@@ -319,6 +321,7 @@ impl Limiter {
             .checked_add(self.inner.config.max_queue_wait)
             .map_or(deadline, |t| t.min(deadline));
         let state = self.state(key);
+        *state.configured.lock() = Some(*configured);
         let limits = state.effective(configured);
         if limits.is_unlimited() && state.blocked_at(start).is_none() {
             return Ok(Reservation::noop(ask.tokens));
@@ -471,6 +474,28 @@ impl Limiter {
     pub fn effective_limits(&self, key: &str, configured: &Limits) -> Limits {
         self.existing(key)
             .map_or(*configured, |state| state.effective(configured))
+    }
+
+    /// Every key that has been reserved on with limits in effect, with those limits and its
+    /// current levels (metrics scrape this; a shared store is asked once per key).
+    pub async fn levels_all(&self) -> Vec<(Arc<str>, Limits, Result<Levels, StoreError>)> {
+        let keys: Vec<(Arc<str>, Limits)> = {
+            let keys = self.inner.keys.lock();
+            keys.iter()
+                .filter_map(|(key, state)| {
+                    let configured = (*state.configured.lock())?;
+                    let limits = state.effective(&configured);
+                    (!limits.is_unlimited()).then(|| (key.clone(), limits))
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, limits) in keys {
+            let levels = self.inner.store.levels(&key, &limits).await;
+            out.push((key, limits, levels));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The current bucket levels of `key` under its effective limits, for metrics; empty
