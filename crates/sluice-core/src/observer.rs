@@ -34,6 +34,8 @@ pub enum CallEvent {
     RetryScheduled {
         /// Target name.
         target: Arc<str>,
+        /// Class of the failure being retried.
+        class: ErrorClass,
         /// The attempt that will follow.
         next_attempt: u32,
         /// The sleep before it.

@@ -201,7 +201,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     attempts: Family<TargetLabels, Counter>,
     attempt_failures: Family<TargetClassLabels, Counter>,
-    retries: Family<TargetLabels, Counter>,
+    retries: Family<TargetClassLabels, Counter>,
     retry_delay: HistogramFamily<TargetLabels>,
     gave_up: Family<GaveUpLabels, Counter>,
     skipped: Family<TargetReasonLabels, Counter>,
@@ -324,7 +324,7 @@ impl Metrics {
         );
         r.register(
             "retries",
-            "Retries scheduled on a target (after a failed attempt, before the backoff sleep)",
+            "Retries scheduled on a target, by the class of the failure retried (after a failed attempt, before the backoff sleep)",
             self.retries.clone(),
         );
         r.register_with_unit(
@@ -559,9 +559,19 @@ impl Observer for Metrics {
                     .lock()
                     .attempt_failed(unix_ms(), &target, *class);
             }
-            CallEvent::RetryScheduled { target, delay, .. } => {
+            CallEvent::RetryScheduled {
+                target,
+                class,
+                delay,
+                ..
+            } => {
                 let labels = self.target(target);
-                self.retries.get_or_create(&labels).inc();
+                self.retries
+                    .get_or_create(&TargetClassLabels {
+                        target: labels.target.clone(),
+                        class: class.metric_label(),
+                    })
+                    .inc();
                 self.retry_delay
                     .get_or_create(&labels)
                     .observe(delay.as_secs_f64());
@@ -787,6 +797,7 @@ mod tests {
             },
             CallEvent::RetryScheduled {
                 target: a.clone(),
+                class: ErrorClass::Overloaded,
                 next_attempt: 2,
                 delay: Duration::from_millis(30),
             },
@@ -807,7 +818,7 @@ mod tests {
         for line in [
             "sluice_upstream_attempts_total{target=\"a/m\"} 1",
             "sluice_upstream_attempt_failures_total{target=\"a/m\",class=\"overloaded\"} 1",
-            "sluice_retries_total{target=\"a/m\"} 1",
+            "sluice_retries_total{target=\"a/m\",class=\"overloaded\"} 1",
             "sluice_retry_delay_seconds_count{target=\"a/m\"} 1",
             "sluice_breaker_transitions_total{target=\"a/m\",from=\"closed\",to=\"open\"} 1",
             "sluice_breaker_state{target=\"a/m\"} 2",

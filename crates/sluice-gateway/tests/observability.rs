@@ -278,8 +278,14 @@ async fn a_scripted_run_moves_exactly_the_expected_counters() {
             r#"sluice_upstream_attempt_failures_total{target="tight/mock-1",class="overloaded"}"#,
             1.0,
         ),
-        (r#"sluice_retries_total{target="backup/mock-1"}"#, 2.0),
-        (r#"sluice_retries_total{target="primary/mock-1"}"#, 1.0),
+        (
+            r#"sluice_retries_total{target="backup/mock-1",class="rate_limited"}"#,
+            2.0,
+        ),
+        (
+            r#"sluice_retries_total{target="primary/mock-1",class="overloaded"}"#,
+            1.0,
+        ),
         (
             r#"sluice_retry_delay_seconds_count{target="backup/mock-1"}"#,
             2.0,

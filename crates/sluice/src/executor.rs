@@ -663,6 +663,7 @@ impl Call<'_> {
                     records.push(record(target, attempt_no, &err, Some(delay)));
                     self.observe(CallEvent::RetryScheduled {
                         target: target.name().clone(),
+                        class: err.class,
                         next_attempt: attempt_no + 1,
                         delay,
                     });
