@@ -144,7 +144,30 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Response {
     let Some(metrics) = &state.metrics else {
         return metrics_disabled();
     };
-    let report = metrics.status_report(metrics::unix_ms(), &state.client.target_status());
+    let mut report = metrics.status_report(metrics::unix_ms(), &state.client.target_status());
+    report.rate_limits = state
+        .client
+        .limiter()
+        .levels_all()
+        .await
+        .into_iter()
+        // Client-scoped buckets stay off the page as they stay out of /metrics.
+        .filter(|(key, _, _)| !key.contains('|'))
+        .filter_map(|(key, limits, levels)| {
+            let levels = levels.ok()?;
+            Some(status::BucketReport {
+                key: key.to_string(),
+                requests: levels.requests,
+                requests_capacity: limits.request_capacity(),
+                tokens: levels.tokens,
+                tokens_capacity: limits.token_capacity(),
+            })
+        })
+        .collect();
+    report.redis = state.shared_store.as_ref().map(|s| status::RedisReport {
+        degraded: s.is_degraded(),
+        fallbacks: s.fallbacks(),
+    });
     let mut resp = axum::Json(report).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

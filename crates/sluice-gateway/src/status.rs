@@ -51,7 +51,9 @@
 //!     "ttft_ms": {"p50", "p99", "count"},
 //!     "series": {"attempts": [u64], "errors": [u64], "retries": [u64], "fallbacks": [u64]}
 //!   }],
-//!   "breaker_events": [{"at_ms", "target", "from", "to"}]   // newest last, at most 32
+//!   "breaker_events": [{"at_ms", "target", "from", "to"}],  // newest last, at most 32
+//!   "rate_limits": [{"key", "requests", "requests_capacity", "tokens", "tokens_capacity"}],
+//!   "redis": {"degraded", "fallbacks"} | null              // only with backend = "redis"
 //! }
 //! ```
 //!
@@ -496,6 +498,8 @@ impl StatusWindow {
             gateway,
             targets,
             breaker_events: self.events.iter().cloned().collect(),
+            rate_limits: Vec::new(),
+            redis: None,
         }
     }
 }
@@ -535,6 +539,35 @@ pub struct StatusReport {
     pub targets: Vec<TargetReport>,
     /// Recent breaker transitions, newest last.
     pub breaker_events: Vec<BreakerEvent>,
+    /// The proactive rate limiter's buckets in use, by limiter key (filled in by the handler,
+    /// which can ask the store).
+    pub rate_limits: Vec<BucketReport>,
+    /// The shared Redis store's state, when limits are shared through Redis.
+    pub redis: Option<RedisReport>,
+}
+
+/// One limiter key's buckets: units available now and the capacity (`None`: not limited).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BucketReport {
+    /// Limiter key (`provider/model`, or a provider with provider-wide limits).
+    pub key: String,
+    /// Requests available now.
+    pub requests: Option<f64>,
+    /// Request bucket capacity.
+    pub requests_capacity: Option<f64>,
+    /// Tokens available now (below zero after an overshoot).
+    pub tokens: Option<f64>,
+    /// Token bucket capacity.
+    pub tokens_capacity: Option<f64>,
+}
+
+/// The shared rate-limit store's health.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct RedisReport {
+    /// Whether this replica runs on local buckets because Redis is unreachable.
+    pub degraded: bool,
+    /// How many times it fell back.
+    pub fallbacks: u64,
 }
 
 /// p50 / p99 in milliseconds, and the sample count.

@@ -34,7 +34,9 @@ async fn gateway() -> (MockServer, GatewayHandle) {
         cooldown: Duration::from_secs(600),
         ..BreakerConfig::default()
     });
-    config.providers = vec![flaky, ProviderConfig::openai("steady", &mock.base_url())];
+    let mut steady = ProviderConfig::openai("steady", &mock.base_url());
+    steady.limits.rpm = Some(6000.0);
+    config.providers = vec![flaky, steady];
     config.models = vec![ModelConfig::new(
         "chain",
         &["flaky/mock-1", "steady/mock-1"],
@@ -146,9 +148,20 @@ async fn status_json_follows_its_schema() {
             "stats_window_ms",
             "gateway",
             "targets",
-            "breaker_events"
+            "breaker_events",
+            "rate_limits",
+            "redis"
         ]
     );
+    let limits = v["rate_limits"].as_array().unwrap();
+    assert_eq!(limits.len(), 1, "{v}");
+    assert_eq!(limits[0]["key"], "steady/mock-1");
+    assert_eq!(limits[0]["requests_capacity"], 6000.0);
+    assert!(
+        limits[0]["requests"].as_f64().unwrap() < 6000.0,
+        "the bucket was used"
+    );
+    assert!(v["redis"].is_null(), "local limits: no redis state");
     assert_eq!(v["version"], 1);
     assert_eq!(v["bucket_ms"], 5_000);
     assert_eq!(v["stats_window_ms"], 300_000);
@@ -442,4 +455,8 @@ async fn the_status_page_renders_the_targets_in_headless_chromium() {
     assert!(dom.matches("<svg class=\"spark\"").count() >= 8, "{dom}");
     assert!(dom.contains("<path d=\"M"), "a sparkline has data: {dom}");
     assert!(dom.contains("st-open"), "breaker transition listed: {dom}");
+    assert!(
+        dom.contains("requests available") && dom.contains("/ 6,000"),
+        "rate limits listed: {dom}"
+    );
 }
