@@ -19,6 +19,8 @@
 //! - [`truncate()`] fits a chat into a [`budget`]: keeps system messages and the last user
 //!   message, drops the oldest others first (a tool call with its results), and shortens or
 //!   fails with an [`Overflow`] when what must stay is still too large.
+//! - [`ContextPolicy`] is what the context guard does when a prompt does not fit a window
+//!   ([`OnOverflow`]: error, truncate, or fall back to a larger window).
 //! - [`Deadline`] is the one total deadline of a call, spanning every attempt and sleep.
 //! - [`RetryBudget`] caps retries on a target at a [`BudgetConfig::ratio`] of its real traffic
 //!   plus a small floor, over a rolling window, so an outage cannot become a retry storm.

@@ -11,8 +11,14 @@
 //!   replayed.
 //! - [`Error`] is what a call ends with; [`CallFailure`] lists every attempt ([`AttemptRecord`])
 //!   and keeps the last provider error as its source.
+//! - Per target, the executor also consults shared state: a circuit breaker and a retry budget
+//!   ([`TargetStatus`]), the context guard ([`ContextPolicy`]; what it dropped is reported as
+//!   [`TruncationInfo`]), and the proactive [`Limiter`] (requests/min and tokens/min buckets in
+//!   a [`RateLimitStore`]: [`LocalStore`] here, Redis in `sluice-redis`), reserving before each
+//!   attempt and reconciling with the usage after ([`Reservation`]).
 //! - [`Answer`] and [`CallInfo`] are what [`Client::execute`] returns to callers (the gateway)
-//!   that also need to know which target answered and after how many attempts.
+//!   that also need to know which target answered, after how many attempts, and where the time
+//!   went.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
