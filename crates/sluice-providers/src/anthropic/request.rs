@@ -425,38 +425,28 @@ fn system_pieces(m: &Message, path: &str) -> Result<Vec<String>, TranslateError>
     Ok(pieces)
 }
 
-fn user_blocks(m: &Message, path: &str) -> Result<Vec<Value>, TranslateError> {
+/// Walks a message's `content` (a string, an array of parts, or absent) into Anthropic blocks.
+/// Text parts are handled here; every other part type goes to `part` with its object and path,
+/// which pushes blocks or rejects it. User and assistant messages differ only in that callback.
+fn content_blocks(
+    m: &Message,
+    path: &str,
+    mut part: impl FnMut(&str, &Map<String, Value>, &str, &mut Vec<Value>) -> Result<(), TranslateError>,
+) -> Result<Vec<Value>, TranslateError> {
     let mut blocks = Vec::new();
     match &m.content {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => push_text(&mut blocks, s),
         Some(Value::Array(parts)) => {
-            for (j, part) in parts.iter().enumerate() {
+            for (j, p) in parts.iter().enumerate() {
                 let ppath = format!("{path}.content[{j}]");
-                let obj = object(part, &ppath)?;
+                let obj = object(p, &ppath)?;
                 match obj.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         check_keys(obj, &ppath, &["type", "text"])?;
                         push_text(&mut blocks, string_field(obj, "text", &ppath)?);
                     }
-                    Some("image_url") => {
-                        check_keys(obj, &ppath, &["type", "image_url"])?;
-                        blocks.push(image_block(obj.get("image_url"), &ppath)?);
-                    }
-                    Some("input_audio") => {
-                        return Err(TranslateError::unsupported(
-                            format!("{ppath}.type"),
-                            "Anthropic Messages does not accept audio input",
-                        ));
-                    }
-                    Some(other) => {
-                        return Err(TranslateError::unsupported(
-                            format!("{ppath}.type"),
-                            &format!(
-                                "content parts of type `{other}` have no Anthropic equivalent here"
-                            ),
-                        ));
-                    }
+                    Some(kind) => part(kind, obj, &ppath, &mut blocks)?,
                     None => {
                         return Err(TranslateError::invalid(
                             format!("{ppath}.type"),
@@ -474,6 +464,24 @@ fn user_blocks(m: &Message, path: &str) -> Result<Vec<Value>, TranslateError> {
         }
     }
     Ok(blocks)
+}
+
+fn user_blocks(m: &Message, path: &str) -> Result<Vec<Value>, TranslateError> {
+    content_blocks(m, path, |kind, obj, ppath, blocks| match kind {
+        "image_url" => {
+            check_keys(obj, ppath, &["type", "image_url"])?;
+            blocks.push(image_block(obj.get("image_url"), ppath)?);
+            Ok(())
+        }
+        "input_audio" => Err(TranslateError::unsupported(
+            format!("{ppath}.type"),
+            "Anthropic Messages does not accept audio input",
+        )),
+        other => Err(TranslateError::unsupported(
+            format!("{ppath}.type"),
+            &format!("content parts of type `{other}` have no Anthropic equivalent here"),
+        )),
+    })
 }
 
 fn image_block(image_url: Option<&Value>, ppath: &str) -> Result<Value, TranslateError> {
@@ -517,39 +525,17 @@ fn image_block(image_url: Option<&Value>, ppath: &str) -> Result<Value, Translat
 }
 
 fn assistant_blocks(m: &Message, path: &str) -> Result<Vec<Value>, TranslateError> {
-    let mut blocks = Vec::new();
-    match &m.content {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => push_text(&mut blocks, s),
-        Some(Value::Array(parts)) => {
-            for (j, part) in parts.iter().enumerate() {
-                let ppath = format!("{path}.content[{j}]");
-                let obj = object(part, &ppath)?;
-                match obj.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        check_keys(obj, &ppath, &["type", "text"])?;
-                        push_text(&mut blocks, string_field(obj, "text", &ppath)?);
-                    }
-                    Some("refusal") => {
-                        check_keys(obj, &ppath, &["type", "refusal"])?;
-                        push_text(&mut blocks, string_field(obj, "refusal", &ppath)?);
-                    }
-                    _ => {
-                        return Err(TranslateError::unsupported(
-                            format!("{ppath}.type"),
-                            "assistant messages can only hold text and refusal parts",
-                        ));
-                    }
-                }
-            }
+    let mut blocks = content_blocks(m, path, |kind, obj, ppath, blocks| match kind {
+        "refusal" => {
+            check_keys(obj, ppath, &["type", "refusal"])?;
+            push_text(blocks, string_field(obj, "refusal", ppath)?);
+            Ok(())
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                format!("{path}.content"),
-                "must be a string or an array of content parts",
-            ));
-        }
-    }
+        _ => Err(TranslateError::unsupported(
+            format!("{ppath}.type"),
+            "assistant messages can only hold text and refusal parts",
+        )),
+    })?;
     match m.extra.get("refusal") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => push_text(&mut blocks, s),
